@@ -1,0 +1,35 @@
+# Two entry points (README.md): `make demo` and `make test`. Each creates or refreshes .venv,
+# installs the pinned dependencies and builds the native extension ahead of time; every step is
+# incremental, so a second run only does what changed.
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+PY := $(VENV)/bin/python
+
+# torch infers CUDA_HOME from nvcc's location; our toolkit lives in /usr/local/cuda.
+export CUDA_HOME ?= $(if $(wildcard /usr/local/cuda/bin/nvcc),/usr/local/cuda,)
+export NUMBA_CACHE_DIR ?= $(CURDIR)/.cache/numba
+
+.PHONY: demo test build venv clean
+
+$(VENV)/.deps-stamp: requirements.txt pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements.txt
+	# The package itself, editable; the extension is built by the `build` step below.
+	RETINA_FAST_NO_EXT=1 $(PY) -m pip install -q --no-deps --no-build-isolation -e .
+	@touch $@
+
+venv: $(VENV)/.deps-stamp
+
+build: venv
+	$(PY) setup.py -q build_ext --inplace
+
+demo: build
+	$(VENV)/bin/retina-fast demo
+
+test: build
+	$(PY) -m pytest
+
+clean:
+	rm -rf build retina_fast/_C*.so

@@ -1,0 +1,320 @@
+"""Modulated convolution (StyleGAN2) and the resampling convolution it stands on.
+
+``modulated_conv2d(x, weight, styles)`` computes, for every sample n::
+
+    w_n[o, i]  = weight[o, i] * styles[n, i]
+    d_n[o]     = rsqrt(sum_{i,kh,kw} w_n[o, i]^2 + 1e-8)          (if demodulate)
+    y_n        = conv2d_resample(x_n, w_n * d_n, resample_filter, up, down, padding) + noise
+
+exactly as StyleGAN2-ADA's ``training.networks.modulated_conv2d``, including the float16
+pre-normalisation of weight and styles.
+
+Two implementations of the same function:
+
+* ``impl='ref'`` (:func:`modulated_conv2d_ref`) follows StyleGAN2-ADA line by line: per-sample
+  weights [N, O, I, kh, kw], a grouped convolution when ``fused_modconv`` (else scale
+  activations before and after a shared convolution), and the reference upfirdn2d.
+* ``impl='native'`` scales the activations instead of the weights, so the convolution runs dense
+  with one shared weight for the whole batch (cuDNN/oneDNN's fastest path, not a grouped one):
+  the native ``modulate`` kernel applies the styles, the demodulation coefficients come from one
+  [N, I] x [I, O] product (the [N, O, I, kh, kw] tensor is never built), the resampling FIR is the
+  native upfirdn2d, and one more ``modulate`` pass applies demodulation and noise together.
+  ``fused_modconv`` does not change its arithmetic. On CPU, convolutions may run (and
+  return) channels_last, where oneDNN's transposed convolution is fastest (see
+  ``_channels_last_pays``).
+
+Gradients of any order flow through both (every piece is differentiable to any order).
+"""
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from . import _native
+from .upfirdn2d import _get_filter_size, _parse_padding, upfirdn2d
+
+__all__ = ["conv2d_resample", "modulate", "modulated_conv2d", "modulated_conv2d_ref"]
+
+
+# ---------------------------------------------------------------------------------------------
+# conv2d_resample: convolution with FIR up/downsampling, choosing the cheapest equivalent order.
+
+def _conv2d(x, w, stride=1, padding=0, groups=1, transpose=False, flip_weight=True):
+    if not flip_weight and (w.shape[2] > 1 or w.shape[3] > 1):
+        w = w.flip([2, 3])  # conv2d correlates; flip_weight=False asks for a true convolution
+    if transpose:
+        return F.conv_transpose2d(x, w, stride=stride, padding=padding, groups=groups)
+    return F.conv2d(x, w, stride=stride, padding=padding, groups=groups)
+
+
+def conv2d_resample(x, w, f=None, up=1, down=1, padding=0, groups=1, flip_weight=True,
+                    flip_filter=False, impl=None):
+    """2-D convolution with optional FIR up/downsampling (StyleGAN2-ADA ``conv2d_resample``).
+
+    Parameters
+    ----------
+    x : [N, C, H, W] tensor.
+    w : [O, C // groups, kh, kw] weight, same dtype as ``x``.
+    f : FIR filter from :func:`setup_filter`, or None.
+    up, down : int >= 1.
+    padding : padding relative to the upsampled image (int, [x, y] or [x0, x1, y0, y1]).
+    flip_weight : False = convolution, True = correlation (as ``torch.nn.functional.conv2d``).
+    impl : implementation of the upfirdn2d steps (None, 'native' or 'ref').
+    """
+    if not isinstance(up, int) or up < 1:
+        raise ValueError(f"conv2d_resample: up must be an int >= 1, got {up!r}")
+    if not isinstance(down, int) or down < 1:
+        raise ValueError(f"conv2d_resample: down must be an int >= 1, got {down!r}")
+    out_channels, in_per_group, kh, kw = w.shape
+    fw, fh = _get_filter_size(f)
+    px0, px1, py0, py1 = _parse_padding(padding)
+
+    if up > 1:
+        px0 += (fw + up - 1) // 2
+        px1 += (fw - up) // 2
+        py0 += (fh + up - 1) // 2
+        py1 += (fh - up) // 2
+    if down > 1:
+        px0 += (fw - down + 1) // 2
+        px1 += (fw - down) // 2
+        py0 += (fh - down + 1) // 2
+        py1 += (fh - down) // 2
+
+    # 1x1 with downsampling only: downsample first (fewer pixels to convolve).
+    if kw == 1 and kh == 1 and (down > 1 and up == 1):
+        x = upfirdn2d(x, f, down=down, padding=[px0, px1, py0, py1], flip_filter=flip_filter, impl=impl)
+        return _conv2d(x, w, groups=groups, flip_weight=flip_weight)
+
+    # 1x1 with upsampling only: convolve first.
+    if kw == 1 and kh == 1 and (up > 1 and down == 1):
+        x = _conv2d(x, w, groups=groups, flip_weight=flip_weight)
+        return upfirdn2d(x, f, up=up, padding=[px0, px1, py0, py1], gain=up ** 2, flip_filter=flip_filter, impl=impl)
+
+    # Downsampling only: filter, then strided convolution.
+    if down > 1 and up == 1:
+        x = upfirdn2d(x, f, padding=[px0, px1, py0, py1], flip_filter=flip_filter, impl=impl)
+        return _conv2d(x, w, stride=down, groups=groups, flip_weight=flip_weight)
+
+    # Upsampling: strided transposed convolution, then filter.
+    if up > 1:
+        if groups == 1:
+            w = w.transpose(0, 1)
+        else:
+            w = w.reshape(groups, out_channels // groups, in_per_group, kh, kw)
+            w = w.transpose(1, 2).reshape(groups * in_per_group, out_channels // groups, kh, kw)
+        px0 -= kw - 1
+        px1 -= kw - up
+        py0 -= kh - 1
+        py1 -= kh - up
+        pxt = max(min(-px0, -px1), 0)
+        pyt = max(min(-py0, -py1), 0)
+        x = _conv2d(x, w, stride=up, padding=[pyt, pxt], groups=groups, transpose=True, flip_weight=not flip_weight)
+        x = upfirdn2d(x, f, padding=[px0 + pxt, px1 + pxt, py0 + pyt, py1 + pyt], gain=up ** 2,
+                      flip_filter=flip_filter, impl=impl)
+        if down > 1:
+            x = upfirdn2d(x, f, down=down, flip_filter=flip_filter, impl=impl)
+        return x
+
+    # No resampling and symmetric non-negative padding: plain convolution.
+    if up == 1 and down == 1 and px0 == px1 and py0 == py1 and px0 >= 0 and py0 >= 0:
+        return _conv2d(x, w, padding=[py0, px0], groups=groups, flip_weight=flip_weight)
+
+    # General case.
+    x = upfirdn2d(x, (f if up > 1 else None), up=up, padding=[px0, px1, py0, py1], gain=up ** 2,
+                  flip_filter=flip_filter, impl=impl)
+    x = _conv2d(x, w, groups=groups, flip_weight=flip_weight)
+    if down > 1:
+        x = upfirdn2d(x, f, down=down, flip_filter=flip_filter, impl=impl)
+    return x
+
+
+# ---------------------------------------------------------------------------------------------
+# modulate: y = x * s[n, c] + noise, the native building block of the dense formulation.
+
+def modulate(x, s, noise=None, impl=None):
+    """Per-(sample, channel) scale plus optional additive noise: ``x * s[:, :, None, None] + noise``.
+
+    Parameters
+    ----------
+    x : [N, C, H, W] tensor.
+    s : [N, C] scales.
+    noise : tensor broadcastable to ``x`` (e.g. [N, 1, H, W]) or None.
+    """
+    if not isinstance(x, torch.Tensor) or x.ndim != 4:
+        raise ValueError(f"modulate: x must be a 4-D tensor [N, C, H, W], got "
+                         f"{tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__}")
+    if not isinstance(s, torch.Tensor) or tuple(s.shape) != tuple(x.shape[:2]):
+        raise ValueError(f"modulate: s must be [N, C] = {list(x.shape[:2])}, got "
+                         f"{tuple(s.shape) if isinstance(s, torch.Tensor) else type(s).__name__}")
+    if noise is not None:
+        try:
+            torch.broadcast_shapes(noise.shape, x.shape)
+        except RuntimeError:
+            raise ValueError(f"modulate: noise of shape {tuple(noise.shape)} does not broadcast to "
+                             f"x's {tuple(x.shape)}") from None
+        noise = noise.to(x.dtype)
+    if _native.resolve_impl(impl, "modulate", x.device) == "ref":
+        y = x * s.to(x.dtype).reshape(x.shape[0], x.shape[1], 1, 1)
+        return y if noise is None else y + noise
+    return torch.ops.retina_fast.modulate(x, s, noise)
+
+
+if _native.AVAILABLE:
+    @torch.library.register_fake("retina_fast::modulate")
+    def _modulate_fake(x, s, noise):
+        return torch.empty_like(x)
+
+    def _setup_modulate(ctx, inputs, output):
+        x, s, noise = inputs
+        ctx.save_for_backward(x, s)
+        ctx.noise_shape = None if noise is None else noise.shape
+
+    def _modulate_backward(ctx, dy):
+        x, s = ctx.saved_tensors
+        dx = torch.ops.retina_fast.modulate(dy, s, None) if ctx.needs_input_grad[0] else None
+        ds = None
+        if ctx.needs_input_grad[1]:
+            if dy.is_contiguous() and x.is_contiguous():  # batched dot product, no temporary
+                ds = torch.einsum("nchw,nchw->nc", dy, x)
+            else:  # einsum would copy channels_last operands to NCHW first
+                ds = (dy * x).sum([2, 3])
+            ds = ds.to(s.dtype)
+        dnoise = None
+        if ctx.noise_shape is not None and ctx.needs_input_grad[2]:
+            dnoise = dy.sum_to_size(ctx.noise_shape)
+        return dx, ds, dnoise
+
+    torch.library.register_autograd("retina_fast::modulate", _modulate_backward, setup_context=_setup_modulate)
+
+
+# ---------------------------------------------------------------------------------------------
+# modulated_conv2d.
+
+def _check_modconv(x, weight, styles, noise):
+    for name, t in (("x", x), ("weight", weight), ("styles", styles)):
+        if not isinstance(t, torch.Tensor):
+            raise TypeError(f"modulated_conv2d: {name} must be a torch.Tensor, got {type(t).__name__}")
+        if not t.is_floating_point():
+            raise TypeError(f"modulated_conv2d: {name} must be floating point, got {t.dtype}")
+    if weight.ndim != 4:
+        raise ValueError(f"modulated_conv2d: weight must be [O, I, kh, kw], got shape {tuple(weight.shape)}")
+    out_channels, in_channels, kh, kw = weight.shape
+    if x.ndim != 4 or x.shape[1] != in_channels:
+        raise ValueError(f"modulated_conv2d: x must be [N, {in_channels}, H, W] for this weight, got shape {tuple(x.shape)}")
+    if tuple(styles.shape) != (x.shape[0], in_channels):
+        raise ValueError(f"modulated_conv2d: styles must be [N, I] = [{x.shape[0]}, {in_channels}], got shape {tuple(styles.shape)}")
+    for name, t in (("weight", weight), ("styles", styles), ("noise", noise)):
+        if isinstance(t, torch.Tensor) and t.device != x.device:
+            raise ValueError(f"modulated_conv2d: {name} is on {t.device} but x is on {x.device}")
+    if noise is not None and not isinstance(noise, torch.Tensor):
+        raise TypeError(f"modulated_conv2d: noise must be a tensor or None, got {type(noise).__name__}")
+
+
+def _check_noise(noise, out_shape):
+    # The output shape is only known after the convolution, so this runs late in both impls.
+    try:
+        torch.broadcast_shapes(noise.shape, out_shape)
+    except RuntimeError:
+        raise ValueError(f"modulated_conv2d: noise of shape {tuple(noise.shape)} does not broadcast "
+                         f"to the output shape {tuple(out_shape)}") from None
+
+
+def _prenormalize(x, weight, styles, demodulate):
+    # float16 would overflow in the per-sample weights: rescale (demodulation undoes it).
+    if x.dtype == torch.float16 and demodulate:
+        in_channels, kh, kw = weight.shape[1:]
+        weight = weight * (1 / np.sqrt(in_channels * kh * kw) / weight.norm(float("inf"), dim=[1, 2, 3], keepdim=True))
+        styles = styles / styles.norm(float("inf"), dim=1, keepdim=True)
+    return weight, styles
+
+
+def _channels_last_pays(x, weight):
+    """Run the convolution in channels_last on CPU? Measured here (2 cores, oneDNN): 3x3
+    convolutions and strided transposed convolutions are 1.6-2x faster in channels_last, and the
+    native modulate and upfirdn2d kernels keep that layout (so the result is channels_last); but
+    the weight gradient is ~2x slower than NCHW's for wide layers (512 -> 512 at 64x64), so wide
+    layers whose weight needs a gradient stay NCHW."""
+    if x.device.type != "cpu" or x.shape[1] < 8 or weight.shape[2] * weight.shape[3] == 1:
+        return False
+    weight_grad = torch.is_grad_enabled() and weight.requires_grad
+    return x.shape[1] <= 256 or not weight_grad
+
+
+def modulated_conv2d(x, weight, styles, noise=None, up=1, down=1, padding=0, resample_filter=None,
+                     demodulate=True, flip_weight=True, fused_modconv=True, impl=None):
+    """StyleGAN2 modulated convolution (see the module docstring for the exact semantics).
+
+    Parameters
+    ----------
+    x : [N, I, H, W] activations (float16/32/64).
+    weight : [O, I, kh, kw] shared weight.
+    styles : [N, I] per-sample input-channel scales.
+    noise : tensor broadcastable to the output (e.g. [N, 1, H', W']), added last, or None.
+    up, down : int resampling factors.
+    padding : padding relative to the upsampled image.
+    resample_filter : FIR filter from :func:`setup_filter` (used when up or down > 1).
+    demodulate : normalise each output channel's effective weight to unit L2 norm.
+    flip_weight : False = convolution, True = correlation.
+    fused_modconv : reference impl only: grouped convolution (True) or scaled activations.
+    impl : None, 'native' or 'ref'.
+
+    Returns
+    -------
+    [N, O, H', W'] tensor of ``x``'s dtype.
+    """
+    _check_modconv(x, weight, styles, noise)
+    if _native.resolve_impl(impl, "modulated_conv2d", x.device) == "ref":
+        return modulated_conv2d_ref(x, weight, styles, noise, up, down, padding, resample_filter,
+                                    demodulate, flip_weight, fused_modconv)
+    weight, styles = _prenormalize(x, weight, styles, demodulate)
+    if _channels_last_pays(x, weight):
+        x = x.contiguous(memory_format=torch.channels_last)
+    x = modulate(x, styles, impl="native")
+    x = conv2d_resample(x, weight.to(x.dtype), f=resample_filter, up=up, down=down, padding=padding,
+                        flip_weight=flip_weight, impl="native")
+    if noise is not None:
+        _check_noise(noise, x.shape)
+    if demodulate:
+        # sum_{i,k} (w[o,i,k] s[n,i])^2 = sum_i s[n,i]^2 sum_k w[o,i,k]^2: one small matmul.
+        dcoefs = (styles.square() @ weight.square().sum([2, 3]).t() + 1e-8).rsqrt()
+        return modulate(x, dcoefs.to(x.dtype), noise, impl="native")
+    if noise is not None:
+        return x + noise.to(x.dtype)
+    return x
+
+
+def modulated_conv2d_ref(x, weight, styles, noise=None, up=1, down=1, padding=0, resample_filter=None,
+                         demodulate=True, flip_weight=True, fused_modconv=True):
+    """Reference modulated convolution: StyleGAN2-ADA's algorithm on the reference upfirdn2d."""
+    _check_modconv(x, weight, styles, noise)
+    n = x.shape[0]
+    out_channels, in_channels, kh, kw = weight.shape
+    weight, styles = _prenormalize(x, weight, styles, demodulate)
+
+    w = dcoefs = None
+    if demodulate or fused_modconv:
+        w = weight.unsqueeze(0) * styles.reshape(n, 1, -1, 1, 1)  # [N, O, I, kh, kw]
+    if demodulate:
+        dcoefs = (w.square().sum(dim=[2, 3, 4]) + 1e-8).rsqrt()  # [N, O]
+    if demodulate and fused_modconv:
+        w = w * dcoefs.reshape(n, -1, 1, 1, 1)
+
+    if not fused_modconv:
+        x = x * styles.to(x.dtype).reshape(n, -1, 1, 1)
+        x = conv2d_resample(x, weight.to(x.dtype), f=resample_filter, up=up, down=down, padding=padding,
+                            flip_weight=flip_weight, impl="ref")
+        if demodulate:
+            x = x * dcoefs.to(x.dtype).reshape(n, -1, 1, 1)
+        if noise is not None:
+            _check_noise(noise, x.shape)
+            x = x + noise.to(x.dtype)
+        return x
+
+    x = x.reshape(1, -1, *x.shape[2:])
+    w = w.reshape(-1, in_channels, kh, kw)
+    x = conv2d_resample(x, w.to(x.dtype), f=resample_filter, up=up, down=down, padding=padding,
+                        groups=n, flip_weight=flip_weight, impl="ref")
+    x = x.reshape(n, -1, *x.shape[2:])
+    if noise is not None:
+        _check_noise(noise, x.shape)
+        x = x + noise.to(x.dtype)
+    return x
