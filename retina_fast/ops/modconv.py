@@ -19,7 +19,7 @@ Two implementations of the same function:
   the native ``modulate`` kernel applies the styles, the demodulation coefficients come from one
   [N, I] x [I, O] product (the [N, O, I, kh, kw] tensor is never built), the resampling FIR is the
   native upfirdn2d, and one more ``modulate`` pass applies demodulation and noise together.
-  ``fused_modconv`` does not change its arithmetic. On CPU, convolutions may run (and
+  ``fused_modconv`` does not change its arithmetic. On CPU, upsampling convolutions may run (and
   return) channels_last, where oneDNN's transposed convolution is fastest (see
   ``_channels_last_pays``).
 
@@ -227,13 +227,14 @@ def _prenormalize(x, weight, styles, demodulate):
     return weight, styles
 
 
-def _channels_last_pays(x, weight):
-    """Run the convolution in channels_last on CPU? Measured here (2 cores, oneDNN): 3x3
-    convolutions and strided transposed convolutions are 1.6-2x faster in channels_last, and the
-    native modulate and upfirdn2d kernels keep that layout (so the result is channels_last); but
-    the weight gradient is ~2x slower than NCHW's for wide layers (512 -> 512 at 64x64), so wide
-    layers whose weight needs a gradient stay NCHW."""
-    if x.device.type != "cpu" or x.shape[1] < 8 or weight.shape[2] * weight.shape[3] == 1:
+def _channels_last_pays(x, weight, up):
+    """Run an upsampling convolution in channels_last on CPU? Measured here (2 cores, oneDNN):
+    the strided transposed convolution is 1.6-2x faster in channels_last, and the native modulate
+    and upfirdn2d kernels keep that layout (so the result is channels_last); but its weight
+    gradient is ~2x slower than NCHW's for wide layers (512 -> 512 at 64x64), so wide layers whose
+    weight needs a gradient stay NCHW. Plain (up=1) convolutions measured slower end to end in
+    channels_last once the layout changes are paid, so they stay NCHW."""
+    if x.device.type != "cpu" or up == 1 or x.shape[1] < 8:
         return False
     weight_grad = torch.is_grad_enabled() and weight.requires_grad
     return x.shape[1] <= 256 or not weight_grad
@@ -266,7 +267,7 @@ def modulated_conv2d(x, weight, styles, noise=None, up=1, down=1, padding=0, res
         return modulated_conv2d_ref(x, weight, styles, noise, up, down, padding, resample_filter,
                                     demodulate, flip_weight, fused_modconv)
     weight, styles = _prenormalize(x, weight, styles, demodulate)
-    if _channels_last_pays(x, weight):
+    if _channels_last_pays(x, weight, up):
         x = x.contiguous(memory_format=torch.channels_last)
     x = modulate(x, styles, impl="native")
     x = conv2d_resample(x, weight.to(x.dtype), f=resample_filter, up=up, down=down, padding=padding,
