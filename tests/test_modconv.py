@@ -119,3 +119,19 @@ def test_cuda_matches_reference(up, down, k, padding, dtype):
     y_ref = modulated_conv2d_ref(x.to(dtype), w, s, noise=noise.to(dtype), **kw)
     tol = 1e-4 if dtype == torch.float32 else 2e-2
     torch.testing.assert_close(y_nat.float(), y_ref.float(), rtol=tol, atol=tol * max(1.0, y_ref.abs().max().item()))
+
+
+@pytest.mark.parametrize("up,down", [(1, 1), (1, 2), (2, 1)])
+def test_dense_formulation_on_wide_layers_matches_reference(up, down):
+    """Wide layers (>= 256 outputs) take the dense, activation-scaled native path for every
+    resampling mode; narrow non-upsampling ones take the weight-scaled one (covered above)."""
+    x, w, s = _inputs(torch.float64, i=8, o=256, res=6)
+    f = setup_filter([1, 3, 3, 1]).double()
+    noise = torch.randn(2, 1, 6 * up // down, 6 * up // down, dtype=torch.float64)
+    args = [a.requires_grad_(True) for a in (x, w, s)]
+    kw = dict(noise=noise, up=up, down=down, padding=1, resample_filter=f)
+    y_nat, y_ref = modulated_conv2d(*args, impl="native", **kw), modulated_conv2d_ref(*args, **kw)
+    torch.testing.assert_close(y_nat, y_ref, rtol=1e-10, atol=1e-10)
+    dy = torch.randn_like(y_ref)
+    for a, r in zip(torch.autograd.grad(y_nat, args, dy), torch.autograd.grad(y_ref, args, dy)):
+        torch.testing.assert_close(a, r, rtol=1e-10, atol=1e-10)
