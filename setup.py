@@ -12,7 +12,6 @@ import subprocess
 
 from setuptools import setup
 
-ROOT = os.path.dirname(os.path.abspath(__file__))
 # torch guesses CUDA_HOME from nvcc's location (/usr/local/bin -> /usr/local, which has no CUDA
 # headers); the toolkit proper lives in /usr/local/cuda on our machines.
 if "CUDA_HOME" not in os.environ and os.path.isdir("/usr/local/cuda"):

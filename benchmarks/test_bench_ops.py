@@ -25,5 +25,5 @@ def pytest_generate_tests(metafunc):
 def test_op(benchmark, case, impl, mode):
     x = torch.randn(case.shape, device=DEVICE)
     benchmark.group = f"{case.name} {mode}"
-    benchmark.pedantic(bench._time_once, args=(case, x, impl, mode == "fwd+bwd", DEVICE),
+    benchmark.pedantic(bench.time_once, args=(case, x, impl, mode == "fwd+bwd", DEVICE),
                        rounds=3, warmup_rounds=1)

@@ -3,6 +3,7 @@
 Importing it registers the ``torch.ops.retina_fast.*`` operators. Nothing is ever compiled at
 import or call time: the extension is built ahead of time by ``setup.py`` (see README.md).
 """
+import functools
 import warnings
 
 import torch
@@ -22,6 +23,7 @@ except ImportError as exc:  # pragma: no cover - exercised by the no-extension t
 AVAILABLE = _error is None
 
 
+@functools.cache  # fixed once the extension is loaded; resolve_impl asks on every call
 def has_cuda_kernels():
     """True when the extension was compiled with its CUDA kernels."""
     if not AVAILABLE:

@@ -61,7 +61,7 @@ def _sync(device):
         torch.cuda.synchronize()
 
 
-def _time_once(case, x, impl, backward, device):
+def time_once(case, x, impl, backward, device):
     xx = x.detach().requires_grad_(backward)
     _sync(device)
     t0 = time.perf_counter()
@@ -83,7 +83,7 @@ def run_table(cases, device="cpu", dtype=torch.float32, repeats=3, warmup=1, mod
             best = {"native": float("inf"), "ref": float("inf")}
             for i in range(warmup + repeats):
                 for impl in ("native", "ref"):  # interleaved: the same noise for both
-                    t = _time_once(case, x, impl, backward, device)
+                    t = time_once(case, x, impl, backward, device)
                     if i >= warmup:
                         best[impl] = min(best[impl], t)
             rows.append(dict(op=case.name, mode=mode, dtype=str(dtype).replace("torch.", ""),

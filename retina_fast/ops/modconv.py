@@ -14,15 +14,15 @@ Two implementations of the same function:
 * ``impl='ref'`` (:func:`modulated_conv2d_ref`) follows StyleGAN2-ADA line by line: per-sample
   weights [N, O, I, kh, kw], a grouped convolution when ``fused_modconv`` (else scale
   activations before and after a shared convolution), and the reference upfirdn2d.
-* ``impl='native'`` (except narrow non-upsampling layers on CPU, which keep the weight-scaled
-  form with native resampling) scales the activations instead of the weights, so the convolution runs dense
+* ``impl='native'`` scales the activations instead of the weights, so the convolution runs dense
   with one shared weight for the whole batch (cuDNN/oneDNN's fastest path, not a grouped one):
   the native ``modulate`` kernel applies the styles, the demodulation coefficients come from one
   [N, I] x [I, O] product (the [N, O, I, kh, kw] tensor is never built), the resampling FIR is the
   native upfirdn2d, and one more ``modulate`` pass applies demodulation and noise together.
   ``fused_modconv`` does not change its arithmetic. On CPU, upsampling convolutions may run (and
   return) channels_last, where oneDNN's transposed convolution is fastest (see
-  ``_channels_last_pays``).
+  ``_channels_last_pays``). Narrow non-upsampling layers on CPU keep the weight-scaled form
+  (with native resampling), which measured faster there.
 
 Gradients of any order flow through both (every piece is differentiable to any order).
 """

@@ -79,8 +79,8 @@ def _check_inputs(x, f):
     return f
 
 
-def _check_output_size(x, f, up, down, pad):
-    (upx, upy), (downx, downy) = up, down
+def _check_output_size(x, f, up, pad):
+    upx, upy = up
     fw, fh = _get_filter_size(f)
     if f.ndim == 1:
         fh = fw
@@ -164,7 +164,7 @@ def upfirdn2d(x, f, up=1, down=1, padding=0, flip_filter=False, gain=1, impl=Non
     """
     f = _check_inputs(x, f)
     up, down, pad = _parse_scaling("up", up), _parse_scaling("down", down), _parse_padding(padding)
-    _check_output_size(x, f, up, down, pad)
+    _check_output_size(x, f, up, pad)
     if _native.resolve_impl(impl, "upfirdn2d", x.device) == "ref":
         return upfirdn2d_ref(x, f, up=up, down=down, padding=pad, flip_filter=flip_filter, gain=gain)
     if f.ndim == 1 and f.shape[0] == 1:
@@ -181,7 +181,7 @@ def upfirdn2d_ref(x, f, up=1, down=1, padding=0, flip_filter=False, gain=1):
     f = _check_inputs(x, f)
     (upx, upy), (downx, downy) = _parse_scaling("up", up), _parse_scaling("down", down)
     padx0, padx1, pady0, pady1 = pad = _parse_padding(padding)
-    _check_output_size(x, f, (upx, upy), (downx, downy), pad)
+    _check_output_size(x, f, (upx, upy), pad)
     n, c, in_h, in_w = x.shape
 
     x = x.reshape([n, c, in_h, 1, in_w, 1])
