@@ -1,0 +1,39 @@
+"""`retina-fast` sub-commands of the data stage."""
+
+
+def _prepare(args):
+    from .prepare import prepare
+    from .reasons import DESCRIPTIONS, REASONS
+
+    res = prepare(args.src, args.out, size=args.size, workers=args.workers, zip=args.zip, salt=args.salt,
+                  png_compress_level=args.png_compress_level, labels=args.labels, resample=args.resample)
+    total = res.accepted + sum(res.excluded.values())
+    print(f"{total} source files: {res.accepted} accepted, {sum(res.excluded.values())} excluded"
+          + (f" ({res.reused} done by an earlier run)" if res.reused else ""))
+    for reason in REASONS:
+        if res.excluded.get(reason):
+            print(f"  {reason:22s} {res.excluded[reason]:7d}  {DESCRIPTIONS[reason]}")
+    print(f"dataset:  {res.zip or res.dataset}\nmanifest: {res.manifest}")
+    return 0
+
+
+def register(subparsers):
+    """Add this stage's sub-commands to the top-level parser's `subparsers`."""
+    p = subparsers.add_parser(
+        "prepare", help="ingest DICOM/PNG/JPEG fundus photographs into an anonymised 1024 px dataset",
+        description="Anonymise, quality-filter (reasons in retina_fast.data.REASONS), centre and "
+                    "square-crop fundus photographs into a StyleGAN2-ADA dataset plus OUT/manifest.csv. "
+                    "Rerunning into the same OUT resumes.")
+    p.add_argument("src", help="folder of source files (searched recursively)")
+    p.add_argument("out", help="output folder")
+    p.add_argument("--size", type=int, default=1024, help="output side in pixels (default 1024)")
+    p.add_argument("--workers", type=int, default=None, help="worker processes (default: all cores)")
+    p.add_argument("--zip", action="store_true", help="also write OUT/dataset.zip")
+    p.add_argument("--salt", default=None,
+                   help="secret salt of the pseudonymous patient keys (default: generated, kept in OUT/salt)")
+    p.add_argument("--png-compress-level", type=int, default=1, help="zlib level 0-9 (default 1, fast)")
+    p.add_argument("--labels", default=None,
+                   help="CSV with columns file (or source) and label (normal/erm) for dataset.json")
+    p.add_argument("--resample", default="box", choices=["box", "lanczos", "bicubic"],
+                   help="antialiased resize filter: box (area averaging, default, fast) or lanczos")
+    p.set_defaults(func=_prepare)

@@ -1,0 +1,108 @@
+"""`retina-fast demo`: every stage built so far, end to end, on data generated here.
+
+1. ops: native-vs-reference self-check and timing table (the StyleGAN kernels);
+2. data: a phantom DICOM cohort (bad files included) -> `prepare` -> accepted/excluded counts;
+3. vessels: vessel amount and zone-B SNR of the prepared images, normal vs ERM phantoms compared
+   with the same table the real-vs-synthetic study uses (no generator yet to supply synthetic images).
+"""
+import os
+import sys
+
+from tqdm import tqdm
+
+
+def ops_stage(device="auto", quick=False, repeats=2):
+    """Print the op self-check and native-vs-reference table; return the names of failed checks."""
+    import torch
+
+    from .ops import NATIVE_AVAILABLE, bench, has_cuda_kernels
+    from .ops.selfcheck import run_selfcheck
+
+    print(f"## 1. Ops: native extension {'built' if NATIVE_AVAILABLE else 'MISSING'}"
+          f"{' with CUDA kernels' if has_cuda_kernels() else ' (CPU kernels)'}\n")
+    print("Self-check (native vs reference, values and gradients, float64)\n")
+    rows = run_selfcheck()
+    print("| check | max abs error | ok |\n|---|---:|---|")
+    for name, err, ok in rows:
+        print(f"| {name} | {err:.2e} | {'yes' if ok else 'NO'} |")
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    cases = bench.paper_cases(device=device, scale=4 if quick else 1)
+    print(f"\nNative vs reference timings ({bench.environment_line(device)}; best of {repeats})\n")
+    with tqdm(total=len(cases) * 2, desc="benchmark", unit="run", file=sys.stderr) as bar:
+        table = bench.run_table(cases, device=device, repeats=repeats, progress=lambda r: bar.update())
+    print(bench.format_table(table))
+    return [r[0] for r in rows if not r[2]]
+
+
+def data_stage(out, n_patients=12, frame_size=(1536, 2048), size=1024, seed=0, workers=None):
+    """Write a phantom DICOM cohort under `out`/cohort, prepare it into `out`/prepared; return the result."""
+    from .data import REASONS, prepare
+    from .data.cohort import make_cohort
+    from .data.reasons import DESCRIPTIONS
+
+    cohort = os.path.join(out, "cohort")
+    print(f"\n## 2. Data: phantom cohort of {n_patients} patients at {frame_size[0]} x {frame_size[1]} "
+          f"(JPEG DICOM, identifiers planted, bad files included) -> prepare at {size} x {size}\n")
+    records = make_cohort(cohort, n_patients, seed=seed, size=frame_size, workers=workers)
+    res = prepare(cohort, os.path.join(out, "prepared"), size=size, workers=workers,
+                  labels=os.path.join(cohort, "cohort_truth.csv"))
+    expected = {}
+    for r in records:
+        expected[r["expected"]] = expected.get(r["expected"], 0) + 1
+    print("| outcome | files | expected by the cohort's truth |\n|---|---:|---:|")
+    print(f"| accepted | {res.accepted} | {expected.get('accepted', 0)} |")
+    for reason in REASONS:
+        if res.excluded.get(reason) or expected.get(reason):
+            print(f"| excluded: {reason} ({DESCRIPTIONS[reason]}) | {res.excluded.get(reason, 0)} | "
+                  f"{expected.get(reason, 0)} |")
+    print(f"\ndataset: {res.dataset}\nmanifest: {res.manifest}")
+    return res
+
+
+def vessels_stage(out, dataset, size=1024, workers=2):
+    """Measure the prepared images and compare the normal and ERM groups; return the comparisons."""
+    from .data.dataset import list_images
+    from .vessels import compare, comparison_table, measure_folder
+
+    print("\n## 3. Vessels: Hessian segmentation, vessel amount and zone-B SNR of the prepared images\n")
+    rows = measure_folder(dataset, os.path.join(out, "vessel_metrics.csv"), workers=workers)
+    labels = dict(list_images(dataset))
+    groups = {0: [], 1: []}
+    for row in rows:
+        if not row["reason"] and labels.get(row["image"]) in groups:
+            groups[labels[row["image"]]].append(row)
+    bad = [r for r in rows if r["reason"]]
+    print(f"{len(rows)} images measured ({len(bad)} with a reason), normal {len(groups[0])}, "
+          f"ERM {len(groups[1])}; per-image CSV: {os.path.join(out, 'vessel_metrics.csv')}\n")
+    results = []
+    for col, title, image_size in (("vessel_pixels", "vessel amount (px)", size * size), ("snr", "zone-B SNR", None)):
+        a = [r[col] for r in groups[0]]
+        b = [r[col] for r in groups[1]]
+        try:
+            results.append(compare(a, b, name=title, image_size=image_size))
+        except ValueError as e:
+            print(f"{title}: not compared ({e})")
+    if results:
+        print("Normal vs ERM phantoms, in the table of the real-vs-synthetic study "
+              "(`retina-fast vessels compare`):\n")
+        print(comparison_table(results, groups=("normal", "ERM")))
+    return results
+
+
+def run_demo(args):
+    """Run the stages the arguments ask for; return the process exit code."""
+    failed = []
+    if "ops" in args.stages:
+        failed = ops_stage(args.device, args.quick, args.repeats)
+    if "data" in args.stages or "vessels" in args.stages:
+        out = os.path.abspath(args.out)
+        os.makedirs(out, exist_ok=True)
+        frame, size = ((768, 1024), 512) if args.quick else ((1536, 2048), 1024)
+        res = data_stage(out, n_patients=args.patients, frame_size=frame, size=size)
+        if "vessels" in args.stages:
+            vessels_stage(out, res.dataset, size=size)
+    if failed:
+        print(f"\nSELF-CHECK FAILED: {failed}")
+        return 1
+    return 0
