@@ -10,7 +10,7 @@ PY := $(VENV)/bin/python
 export CUDA_HOME ?= $(if $(wildcard /usr/local/cuda/bin/nvcc),/usr/local/cuda,)
 export NUMBA_CACHE_DIR ?= $(CURDIR)/.cache/numba
 
-.PHONY: demo test build venv clean
+.PHONY: demo test build venv browser clean
 
 $(VENV)/.deps-stamp: requirements.txt pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -28,7 +28,15 @@ build: venv
 demo: build
 	$(VENV)/bin/retina-fast demo
 
-test: build
+# The reader app's browser test drives Debian's Chromium (Playwright's own browser download cannot
+# work offline); installed here when missing and we may (root with apt-get).
+browser:
+	@command -v chromium >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update -qq && apt-get install -y -qq chromium >/dev/null; \
+	  else echo "chromium is missing and cannot be installed here: the browser test will be skipped"; fi; }
+
+test: build browser
 	$(PY) -m pytest
 
 clean:

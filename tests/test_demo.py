@@ -1,4 +1,4 @@
-"""`retina-fast demo` runs the data and vessel stages end to end and reports what the cohort planted."""
+"""`retina-fast demo` runs the data, vessel and Turing-test stages end to end."""
 import re
 import subprocess
 import sys
@@ -6,7 +6,7 @@ import sys
 
 def test_demo_data_and_vessels_stages(tmp_path):
     out = tmp_path / "demo"
-    proc = subprocess.run([sys.executable, "-m", "retina_fast.cli", "demo", "--stages", "data", "vessels",
+    proc = subprocess.run([sys.executable, "-m", "retina_fast.cli", "demo", "--stages", "data", "vessels", "turing",
                            "--quick", "--patients", "6", "--out", str(out)],
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-4000:]
@@ -17,3 +17,5 @@ def test_demo_data_and_vessels_stages(tmp_path):
     assert all(got == want for _, got, want in rows), rows
     assert "| vessel amount (px) |" in text and "| zone-B SNR |" in text, text
     assert (out / "prepared" / "manifest.csv").exists() and (out / "vessel_metrics.csv").exists()
+    assert "SIMULATED readers" in text and "| retina >=5y |" in text, text
+    assert (out / "turing" / "figure4.png").exists() and (out / "turing" / "gee.csv").exists()
