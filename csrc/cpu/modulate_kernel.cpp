@@ -1,10 +1,15 @@
 // CPU modulate: one (n, c) plane per task; the inner loop is a scaled copy (+ noise row).
+// modulate_backward: the same walk, reading x beside dy to sum dy * x per (n, c).
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
 #include <torch/library.h>
+
+#include <optional>
+#include <tuple>
+#include <vector>
 
 #include "alloc.h"
 
@@ -101,8 +106,133 @@ at::Tensor modulate_cpu(const at::Tensor& x_in, const at::Tensor& s,
   return y.contiguous(x_in.suggest_memory_format());
 }
 
+// Lanes of independent double accumulators: without them the sum is one serial dependency chain
+// (and the compiler may not reorder a floating-point reduction to vectorise it).
+constexpr int64_t kLanes = 8;
+
+// NCHW: one (n, c) plane per task, so each ds entry is one task's sum (deterministic, no merge).
+template <typename scalar_t, bool kDx, bool kDs>
+void modulate_backward_planes(const scalar_t* dy, const scalar_t* x, const at::opmath_type<scalar_t>* s,
+                              scalar_t* dx, double* ds, const ModulateBackwardParams& p) {
+  using acc_t = at::opmath_type<scalar_t>;
+  const int64_t hw = p.h * p.w;
+  at::parallel_for(0, p.n * p.c, std::max<int64_t>(1, 32768 / std::max<int64_t>(hw, 1)),
+                   [&](int64_t begin, int64_t end) {
+    for (int64_t plane = begin; plane < end; ++plane) {
+      const scalar_t* __restrict__ dyp = dy + plane * hw;
+      const scalar_t* __restrict__ xp = x + plane * hw;
+      scalar_t* __restrict__ dxp = kDx ? dx + plane * hw : nullptr;
+      const acc_t scale = kDx ? s[plane] : acc_t(0);
+      double lane[kLanes] = {};
+      int64_t i = 0;
+      for (; i + kLanes <= hw; i += kLanes) {
+        for (int64_t k = 0; k < kLanes; ++k) {
+          if (kDs) lane[k] += double(dyp[i + k]) * double(xp[i + k]);
+          if (kDx) dxp[i + k] = scalar_t(acc_t(dyp[i + k]) * scale);
+        }
+      }
+      for (; i < hw; ++i) {
+        if (kDs) lane[0] += double(dyp[i]) * double(xp[i]);
+        if (kDx) dxp[i] = scalar_t(acc_t(dyp[i]) * scale);
+      }
+      if (kDs) {
+        double sum = 0;
+        for (int64_t k = 0; k < kLanes; ++k) sum += lane[k];
+        ds[plane] = sum;
+      }
+    }
+  });
+}
+
+// channels_last: each sample's pixels split into fixed blocks; a block sums its C channels into
+// its own row of `partial`, and the rows are added up afterwards in block order. Fixed blocks
+// (not per-thread ranges) keep ds identical whatever the thread count.
+template <typename scalar_t, bool kDx, bool kDs>
+void modulate_backward_nhwc(const scalar_t* dy, const scalar_t* x, const at::opmath_type<scalar_t>* s,
+                            scalar_t* dx, double* ds, const ModulateBackwardParams& p) {
+  using acc_t = at::opmath_type<scalar_t>;
+  const int64_t hw = p.h * p.w, c = p.c;
+  const int64_t block_pix = std::max<int64_t>(1, 32768 / std::max<int64_t>(c, 1));
+  const int64_t blocks = (hw + block_pix - 1) / block_pix;
+  std::vector<double> partial(kDs ? size_t(p.n * blocks * c) : 0);
+  at::parallel_for(0, p.n * blocks, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t n = task / blocks, b = task - n * blocks;
+      const int64_t pix0 = n * hw + b * block_pix, pix1 = n * hw + std::min(hw, (b + 1) * block_pix);
+      const acc_t* __restrict__ sn = s + n * c;
+      double* __restrict__ acc = kDs ? partial.data() + task * c : nullptr;
+      for (int64_t pix = pix0; pix < pix1; ++pix) {
+        const scalar_t* __restrict__ dyp = dy + pix * c;
+        const scalar_t* __restrict__ xp = x + pix * c;
+        if (kDs)
+          for (int64_t ch = 0; ch < c; ++ch) acc[ch] += double(dyp[ch]) * double(xp[ch]);
+        if (kDx) {
+          scalar_t* __restrict__ dxp = dx + pix * c;
+          for (int64_t ch = 0; ch < c; ++ch) dxp[ch] = scalar_t(acc_t(dyp[ch]) * sn[ch]);
+        }
+      }
+    }
+  });
+  if (!kDs) return;
+  for (int64_t n = 0; n < p.n; ++n) {
+    double* __restrict__ dsn = ds + n * c;
+    for (int64_t ch = 0; ch < c; ++ch) dsn[ch] = 0;
+    for (int64_t b = 0; b < blocks; ++b) {
+      const double* __restrict__ row = partial.data() + (n * blocks + b) * c;
+      for (int64_t ch = 0; ch < c; ++ch) dsn[ch] += row[ch];
+    }
+  }
+}
+
+template <typename scalar_t, bool kDx, bool kDs>
+void modulate_backward_typed(bool nhwc, const scalar_t* dy, const scalar_t* x,
+                             const at::opmath_type<scalar_t>* s, scalar_t* dx, double* ds,
+                             const ModulateBackwardParams& p) {
+  if (nhwc)
+    modulate_backward_nhwc<scalar_t, kDx, kDs>(dy, x, s, dx, ds, p);
+  else
+    modulate_backward_planes<scalar_t, kDx, kDs>(dy, x, s, dx, ds, p);
+}
+
+std::tuple<std::optional<at::Tensor>, std::optional<at::Tensor>> modulate_backward_cpu(
+    const at::Tensor& dy_in, const at::Tensor& x_in, const at::Tensor& s, bool need_dx, bool need_ds) {
+  const ModulateBackwardParams p = make_modulate_backward_params(dy_in, x_in, s, need_dx, need_ds);
+  if (!need_dx && !need_ds) return {std::nullopt, std::nullopt};
+  // Autograd hands back dy in the forward output's layout, which follows x's: channels_last
+  // pairs run as such, anything else is made NCHW.
+  const auto cl = at::MemoryFormat::ChannelsLast;
+  const bool nhwc = dy_in.is_contiguous(cl) && !dy_in.is_contiguous() &&
+                    (!need_ds || (x_in.is_contiguous(cl) && !x_in.is_contiguous()));
+  const at::Tensor dy = nhwc ? dy_in : dy_in.contiguous();
+  const at::Tensor x = need_ds ? (nhwc ? x_in : x_in.contiguous()) : at::Tensor();
+  at::Tensor dx = need_dx ? empty_large_like(dy) : at::Tensor();
+  at::Tensor ds64 = need_ds ? at::empty({p.n, p.c}, s.options().dtype(at::kDouble)) : at::Tensor();
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, dy.scalar_type(), "modulate_backward_cpu", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    at::Tensor sc = need_dx ? s.to(c10::CppTypeToScalarType<acc_t>::value).contiguous() : at::Tensor();
+    const scalar_t* dyp = dy.const_data_ptr<scalar_t>();
+    const scalar_t* xp = need_ds ? x.const_data_ptr<scalar_t>() : nullptr;
+    const acc_t* sp = need_dx ? sc.const_data_ptr<acc_t>() : nullptr;
+    scalar_t* dxp = need_dx ? dx.mutable_data_ptr<scalar_t>() : nullptr;
+    double* dsp = need_ds ? ds64.mutable_data_ptr<double>() : nullptr;
+    if (need_dx && need_ds)
+      modulate_backward_typed<scalar_t, true, true>(nhwc, dyp, xp, sp, dxp, dsp, p);
+    else if (need_dx)
+      modulate_backward_typed<scalar_t, true, false>(nhwc, dyp, xp, sp, dxp, dsp, p);
+    else
+      modulate_backward_typed<scalar_t, false, true>(nhwc, dyp, xp, sp, dxp, dsp, p);
+  });
+  std::optional<at::Tensor> dx_out, ds_out;
+  if (need_dx) dx_out = dx.contiguous(dy_in.suggest_memory_format());
+  if (need_ds) ds_out = ds64.to(s.scalar_type());
+  return {dx_out, ds_out};
+}
+
 }  // namespace
 
-TORCH_LIBRARY_IMPL(retina_fast, CPU, m) { m.impl("modulate", &modulate_cpu); }
+TORCH_LIBRARY_IMPL(retina_fast, CPU, m) {
+  m.impl("modulate", &modulate_cpu);
+  m.impl("modulate_backward", &modulate_backward_cpu);
+}
 
 }  // namespace retina_fast

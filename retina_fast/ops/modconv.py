@@ -169,16 +169,29 @@ if _native.AVAILABLE:
         ctx.save_for_backward(x, s)
         ctx.noise_shape = None if noise is None else noise.shape
 
+    @torch.library.register_fake("retina_fast::modulate_backward")
+    def _modulate_backward_fake(dy, x, s, need_dx, need_ds):
+        return (torch.empty_like(dy) if need_dx else None,
+                s.new_empty(s.shape) if need_ds else None)
+
     def _modulate_backward(ctx, dy):
         x, s = ctx.saved_tensors
-        dx = torch.ops.retina_fast.modulate(dy, s, None) if ctx.needs_input_grad[0] else None
-        ds = None
-        if ctx.needs_input_grad[1]:
-            if dy.is_contiguous() and x.is_contiguous():  # batched dot product, no temporary
-                ds = torch.einsum("nchw,nchw->nc", dy, x)
-            else:  # einsum would copy channels_last operands to NCHW first
-                ds = (dy * x).sum([2, 3])
-            ds = ds.to(s.dtype)
+        need_dx, need_ds = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        dx = ds = None
+        if not torch.is_grad_enabled():
+            # A first-order backward (no create_graph): one fused pass over dy and x, instead of
+            # dx plus a dy * x product the size of the activations. The native op has no
+            # derivative of its own, so higher orders take the composite formulas below.
+            if need_dx or need_ds:
+                dx, ds = torch.ops.retina_fast.modulate_backward(dy, x, s, need_dx, need_ds)
+        else:
+            dx = torch.ops.retina_fast.modulate(dy, s, None) if need_dx else None
+            if need_ds:
+                if dy.is_contiguous() and x.is_contiguous():  # batched dot product, no temporary
+                    ds = torch.einsum("nchw,nchw->nc", dy, x)
+                else:  # einsum would copy channels_last operands to NCHW first
+                    ds = (dy * x).sum([2, 3])
+                ds = ds.to(s.dtype)
         dnoise = None
         if ctx.noise_shape is not None and ctx.needs_input_grad[2]:
             dnoise = dy.sum_to_size(ctx.noise_shape)
