@@ -142,7 +142,7 @@ def _modulate_backward_ref(dy, x, s):
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-@pytest.mark.parametrize("layout", ["contiguous", "channels_last", "mixed"])
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last", "mixed", "mixed_other_way"])
 @pytest.mark.parametrize("need_dx,need_ds", [(True, True), (True, False), (False, True), (False, False)])
 @pytest.mark.parametrize("shape", [(2, 3, 5, 7), (1, 1, 1, 1), (3, 17, 33, 9), (2, 300, 3, 2)])
 def test_modulate_backward_matches_formulas(shape, need_dx, need_ds, layout, dtype):
@@ -151,14 +151,14 @@ def test_modulate_backward_matches_formulas(shape, need_dx, need_ds, layout, dty
     s = torch.randn(shape[:2], dtype=dtype, generator=g)
     if layout in ("channels_last", "mixed"):
         dy = dy.contiguous(memory_format=torch.channels_last)
-    if layout == "channels_last":
+    if layout in ("channels_last", "mixed_other_way"):
         x = x.contiguous(memory_format=torch.channels_last)
     dx, ds = torch.ops.retina_fast.modulate_backward(dy, x, s, need_dx, need_ds)
     rdx, rds = _modulate_backward_ref(dy, x, s)
     assert (dx is not None) == need_dx and (ds is not None) == need_ds
     if need_dx:
         torch.testing.assert_close(dx, rdx, rtol=0, atol=0)  # the same rounded product as modulate
-        assert dx.stride() == dy.stride() or shape == (1, 1, 1, 1)
+        assert dx.stride() == x.stride() or shape == (1, 1, 1, 1)  # x's layout, as autograd wants
     if need_ds:
         torch.testing.assert_close(ds, rds, rtol=1e-6 if dtype == torch.float32 else 1e-12, atol=1e-6)
 
@@ -175,11 +175,41 @@ def test_modulate_backward_float32_sums_over_a_megapixel_plane():
 
 
 def test_modulate_backward_opcheck():
-    for fmt in (torch.contiguous_format, torch.channels_last):
-        dy, x = (torch.randn(2, 3, 4, 5).contiguous(memory_format=fmt) for _ in range(2))
+    cl = torch.channels_last
+    for dy_fmt, x_fmt in [(torch.contiguous_format,) * 2, (cl, cl), (cl, torch.contiguous_format)]:
+        dy = torch.randn(2, 3, 4, 5).contiguous(memory_format=dy_fmt)
+        x = torch.randn(2, 3, 4, 5).contiguous(memory_format=x_fmt)
         s = torch.randn(2, 3)
         for need_dx, need_ds in [(True, True), (True, False), (False, True)]:
             torch.library.opcheck(torch.ops.retina_fast.modulate_backward.default, (dy, x, s, need_dx, need_ds))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("shape", [(2, 3, 5, 7), (1, 1, 4, 4), (2, 64, 19, 23), (1, 300, 3, 2)])
+def test_modulate_to_channels_last(shape, dtype):
+    """channels_last=True folds the layout change into the pass; its backward hands dx back NCHW."""
+    g = torch.Generator().manual_seed(5)
+    x = torch.randn(shape, dtype=dtype, generator=g)
+    s = torch.randn(shape[:2], dtype=dtype, generator=g)
+    for noise in (None, torch.randn(shape[0], 1, *shape[2:], dtype=dtype, generator=g)):
+        args = [t.clone().requires_grad_(True) for t in (x, s)] + [noise]
+        y = modulate(*args, impl="native", channels_last=True)
+        ref_args = [t.clone().requires_grad_(True) for t in (x, s)] + [noise]
+        y_ref = modulate(*ref_args, impl="ref")
+        assert y.is_contiguous(memory_format=torch.channels_last)
+        torch.testing.assert_close(y, y_ref, rtol=0, atol=0)
+        dy = torch.randn_like(y_ref).contiguous(memory_format=torch.channels_last)
+        got = torch.autograd.grad(y, args[:2], dy)
+        want = torch.autograd.grad(y_ref, ref_args[:2], dy)
+        assert got[0].is_contiguous()
+        torch.testing.assert_close(got[0], want[0], rtol=0, atol=0)
+        torch.testing.assert_close(got[1], want[1], rtol=1e-6 if dtype == torch.float32 else 1e-12, atol=1e-5)
+        torch.library.opcheck(torch.ops.retina_fast.modulate.default, (args[0], args[1], noise, True))
+    xs = x.detach().requires_grad_(True), s.detach().requires_grad_(True)
+    fn = lambda a, b: modulate(a, b, impl="native", channels_last=True)  # noqa: E731
+    if dtype == torch.float64 and x.numel() < 2000:
+        assert torch.autograd.gradcheck(fn, xs)
+        assert torch.autograd.gradgradcheck(fn, xs)
 
 
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last"])

@@ -21,7 +21,7 @@ namespace retina_fast {
 namespace {
 
 at::Tensor modulate_cuda(const at::Tensor& x_in, const at::Tensor& s,
-                         const std::optional<at::Tensor>& noise) {
+                         const std::optional<at::Tensor>& noise, bool channels_last) {
   at::Tensor noise_e;
   ModulateParams p = make_modulate_params(x_in, s, noise, &noise_e);
   TORCH_CHECK(x_in.is_cuda(), "modulate: x must be a CUDA tensor here, got ", x_in.device());
@@ -37,7 +37,7 @@ at::Tensor modulate_cuda(const at::Tensor& x_in, const at::Tensor& s,
         dtype_code<scalar_t>(), at::cuda::getCurrentCUDAStream(x.device().index()));
     TORCH_CHECK(err == nullptr, "modulate: CUDA kernel failed: ", err);
   });
-  return y.contiguous(x_in.suggest_memory_format());
+  return y.contiguous(channels_last ? at::MemoryFormat::ChannelsLast : x_in.suggest_memory_format());
 }
 
 std::tuple<std::optional<at::Tensor>, std::optional<at::Tensor>> modulate_backward_cuda(
@@ -61,7 +61,7 @@ std::tuple<std::optional<at::Tensor>, std::optional<at::Tensor>> modulate_backwa
     TORCH_CHECK(err == nullptr, "modulate_backward: CUDA kernel failed: ", err);
   });
   std::optional<at::Tensor> dx_out, ds_out;
-  if (need_dx) dx_out = dx.contiguous(dy_in.suggest_memory_format());
+  if (need_dx) dx_out = dx.contiguous(x_in.suggest_memory_format());
   if (need_ds) ds_out = ds64.to(s.scalar_type());
   return {dx_out, ds_out};
 }
