@@ -144,7 +144,7 @@ def _modulate_backward_ref(dy, x, s):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last", "mixed", "mixed_other_way"])
 @pytest.mark.parametrize("need_dx,need_ds", [(True, True), (True, False), (False, True), (False, False)])
-@pytest.mark.parametrize("shape", [(2, 3, 5, 7), (1, 1, 1, 1), (3, 17, 33, 9), (2, 300, 3, 2)])
+@pytest.mark.parametrize("shape", [(2, 3, 5, 7), (1, 1, 1, 1), (3, 17, 33, 9), (2, 300, 3, 2), (2, 64, 33, 65)])
 def test_modulate_backward_matches_formulas(shape, need_dx, need_ds, layout, dtype):
     g = torch.Generator().manual_seed(1)
     dy, x = (torch.randn(shape, dtype=dtype, generator=g) for _ in range(2))
@@ -185,7 +185,7 @@ def test_modulate_backward_opcheck():
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-@pytest.mark.parametrize("shape", [(2, 3, 5, 7), (1, 1, 4, 4), (2, 64, 19, 23), (1, 300, 3, 2)])
+@pytest.mark.parametrize("shape", [(2, 3, 5, 7), (1, 1, 4, 4), (2, 64, 19, 23), (1, 300, 3, 2), (2, 64, 33, 65)])
 def test_modulate_to_channels_last(shape, dtype):
     """channels_last=True folds the layout change into the pass; its backward hands dx back NCHW."""
     g = torch.Generator().manual_seed(5)
@@ -203,7 +203,8 @@ def test_modulate_to_channels_last(shape, dtype):
         want = torch.autograd.grad(y_ref, ref_args[:2], dy)
         assert got[0].is_contiguous()
         torch.testing.assert_close(got[0], want[0], rtol=0, atol=0)
-        torch.testing.assert_close(got[1], want[1], rtol=1e-6 if dtype == torch.float32 else 1e-12, atol=1e-5)
+        # The reference sums in float32 (thread-dependent order), the native op in double.
+        torch.testing.assert_close(got[1], want[1], rtol=1e-5 if dtype == torch.float32 else 1e-12, atol=1e-4)
         torch.library.opcheck(torch.ops.retina_fast.modulate.default, (args[0], args[1], noise, True))
     xs = x.detach().requires_grad_(True), s.detach().requires_grad_(True)
     fn = lambda a, b: modulate(a, b, impl="native", channels_last=True)  # noqa: E731

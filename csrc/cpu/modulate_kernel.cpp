@@ -84,9 +84,11 @@ void modulate_nhwc(const scalar_t* x, const at::opmath_type<scalar_t>* s, const 
   });
 }
 
-// Pixels per tile of the layout-changing kernels: a tile of all C channels stays within L1, so
-// the strided side of the transposition (one element per C) is served from cache.
-int64_t tile_pixels(int64_t c) { return std::clamp<int64_t>(4096 / std::max<int64_t>(c, 1), 16, 256); }
+// Pixels per tile of the layout-changing kernels: a tile of all C channels (~256 KB) stays in L2,
+// so the strided side of the transposition is served from cache, while the NCHW side reads runs
+// of up to 4096 pixels per channel, long enough for the prefetcher (measured: 4x shorter tiles ran
+// the backward 1.7x slower at C = 64).
+int64_t tile_pixels(int64_t c) { return std::clamp<int64_t>(65536 / std::max<int64_t>(c, 1), 16, 4096); }
 
 // NCHW x -> channels_last y, the layout change folded into the scaling pass.
 template <typename scalar_t>
@@ -229,7 +231,7 @@ void modulate_backward_nhwc(const scalar_t* dy, const scalar_t* x, const at::opm
 }
 
 // channels_last dy, NCHW x and dx: the backward of the transposing modulate. Tiled like it, with
-// per-tile partial sums as in modulate_backward_nhwc.
+// per-tile partial sums as in modulate_backward_nhwc; four lanes break the add chain of each sum.
 template <typename scalar_t, bool kDx, bool kDs>
 void modulate_backward_nhwc_to_nchw(const scalar_t* dy, const scalar_t* x,
                                     const at::opmath_type<scalar_t>* s, scalar_t* dx, double* ds,
@@ -246,13 +248,21 @@ void modulate_backward_nhwc_to_nchw(const scalar_t* dy, const scalar_t* x,
         const scalar_t* __restrict__ xr = kDs ? x + (n * c + ch) * hw : nullptr;
         scalar_t* __restrict__ dxr = kDx ? dx + (n * c + ch) * hw : nullptr;
         const acc_t scale = kDx ? s[n * c + ch] : acc_t(0);
-        double sum = 0;
-        for (int64_t pix = pix0; pix < pix1; ++pix) {
+        double lane[4] = {};
+        int64_t pix = pix0;
+        for (; pix + 4 <= pix1; pix += 4) {
+          for (int64_t k = 0; k < 4; ++k) {
+            const scalar_t g = dyc[(pix + k) * c];
+            if (kDs) lane[k] += double(g) * double(xr[pix + k]);
+            if (kDx) dxr[pix + k] = scalar_t(acc_t(g) * scale);
+          }
+        }
+        for (; pix < pix1; ++pix) {
           const scalar_t g = dyc[pix * c];
-          if (kDs) sum += double(g) * double(xr[pix]);
+          if (kDs) lane[0] += double(g) * double(xr[pix]);
           if (kDx) dxr[pix] = scalar_t(acc_t(g) * scale);
         }
-        if (kDs) partial[task * c + ch] = sum;
+        if (kDs) partial[task * c + ch] = (lane[0] + lane[1]) + (lane[2] + lane[3]);
       }
     }
   });
