@@ -21,8 +21,9 @@ Two implementations of the same function:
   native upfirdn2d, and one more ``modulate`` pass applies demodulation and noise together.
   ``fused_modconv`` does not change its arithmetic. On CPU, upsampling convolutions may run (and
   return) channels_last, where oneDNN's transposed convolution is fastest (see
-  ``_channels_last_pays``); the first ``modulate`` then writes its output channels_last. Narrow non-upsampling layers on CPU keep the weight-scaled form
-  (with native resampling), which measured faster there.
+  ``_channels_last_pays``); the first ``modulate`` then writes its output channels_last. Narrow
+  non-upsampling layers on CPU keep the weight-scaled form (with native resampling), which
+  measured faster there.
 
 Gradients of any order flow through both (every piece is differentiable to any order).
 """
@@ -170,7 +171,7 @@ if _native.AVAILABLE:
         return torch.empty_like(x)
 
     def _setup_modulate(ctx, inputs, output):
-        x, s, noise, _ = inputs
+        x, s, noise = inputs[:3]
         ctx.save_for_backward(x, s)
         ctx.noise_shape = None if noise is None else noise.shape
 
