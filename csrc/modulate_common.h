@@ -31,4 +31,24 @@ inline ModulateParams make_modulate_params(const at::Tensor& x, const at::Tensor
   return p;
 }
 
+inline ModulateBackwardParams make_modulate_backward_params(const at::Tensor& dy, const at::Tensor& x,
+                                                            const at::Tensor& s, bool need_dx,
+                                                            bool need_ds) {
+  TORCH_CHECK_VALUE(x.dim() == 4, "modulate_backward: x must be 4-D [N, C, H, W], got ", x.dim(), "-D");
+  TORCH_CHECK_VALUE(dy.sizes() == x.sizes(), "modulate_backward: dy must have x's shape ", x.sizes(),
+                    ", got ", dy.sizes());
+  TORCH_CHECK_VALUE(s.dim() == 2 && s.size(0) == x.size(0) && s.size(1) == x.size(1),
+                    "modulate_backward: s must be [N, C] = [", x.size(0), ", ", x.size(1), "], got ",
+                    s.sizes());
+  TORCH_CHECK(dy.device() == x.device() && s.device() == x.device(),
+              "modulate_backward: dy, x and s must be on one device");
+  TORCH_CHECK(dy.scalar_type() == x.scalar_type(), "modulate_backward: dy dtype must match x");
+  TORCH_CHECK(at::isFloatingType(s.scalar_type()), "modulate_backward: s must be floating point");
+  ModulateBackwardParams p;
+  p.n = x.size(0); p.c = x.size(1); p.h = x.size(2); p.w = x.size(3);
+  p.need_dx = need_dx;
+  p.need_ds = need_ds;
+  return p;
+}
+
 }  // namespace retina_fast

@@ -11,7 +11,9 @@ TORCH_LIBRARY(retina_fast, m) {
         "-> Tensor");
   m.def("bias_act_grad(Tensor dy, Tensor x, Tensor? b, int dim, str act, float alpha, float gain, "
         "float clamp) -> Tensor");
-  m.def("modulate(Tensor x, Tensor s, Tensor? noise) -> Tensor");
+  m.def("modulate(Tensor x, Tensor s, Tensor? noise, bool channels_last=False) -> Tensor");
+  m.def("modulate_backward(Tensor dy, Tensor x, Tensor s, bool need_dx, bool need_ds) "
+        "-> (Tensor?, Tensor?)");
 }
 
 // Importing retina_fast._C runs the static registrations above; the module itself is empty.

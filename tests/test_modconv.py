@@ -135,3 +135,119 @@ def test_dense_formulation_on_wide_layers_matches_reference(up, down):
     dy = torch.randn_like(y_ref)
     for a, r in zip(torch.autograd.grad(y_nat, args, dy), torch.autograd.grad(y_ref, args, dy)):
         torch.testing.assert_close(a, r, rtol=1e-10, atol=1e-10)
+
+
+def _modulate_backward_ref(dy, x, s):
+    return dy * s.to(dy.dtype)[:, :, None, None], (dy.double() * x.double()).sum([2, 3]).to(s.dtype)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last", "mixed", "mixed_other_way"])
+@pytest.mark.parametrize("need_dx,need_ds", [(True, True), (True, False), (False, True), (False, False)])
+@pytest.mark.parametrize("shape", [(2, 3, 5, 7), (1, 1, 1, 1), (3, 17, 33, 9), (2, 300, 3, 2), (2, 64, 33, 65)])
+def test_modulate_backward_matches_formulas(shape, need_dx, need_ds, layout, dtype):
+    g = torch.Generator().manual_seed(1)
+    dy, x = (torch.randn(shape, dtype=dtype, generator=g) for _ in range(2))
+    s = torch.randn(shape[:2], dtype=dtype, generator=g)
+    if layout in ("channels_last", "mixed"):
+        dy = dy.contiguous(memory_format=torch.channels_last)
+    if layout in ("channels_last", "mixed_other_way"):
+        x = x.contiguous(memory_format=torch.channels_last)
+    dx, ds = torch.ops.retina_fast.modulate_backward(dy, x, s, need_dx, need_ds)
+    rdx, rds = _modulate_backward_ref(dy, x, s)
+    assert (dx is not None) == need_dx and (ds is not None) == need_ds
+    if need_dx:
+        torch.testing.assert_close(dx, rdx, rtol=0, atol=0)  # the same rounded product as modulate
+        assert dx.stride() == x.stride() or shape == (1, 1, 1, 1)  # x's layout, as autograd wants
+    if need_ds:
+        torch.testing.assert_close(ds, rds, rtol=1e-6 if dtype == torch.float32 else 1e-12, atol=1e-6)
+
+
+def test_modulate_backward_float32_sums_over_a_megapixel_plane():
+    # ds sums 2^20 products per entry: the double accumulation must keep float32 exact-ish.
+    g = torch.Generator().manual_seed(2)
+    for fmt in (torch.contiguous_format, torch.channels_last):
+        dy, x = (torch.randn(1, 2, 1024, 1024, generator=g).contiguous(memory_format=fmt) for _ in range(2))
+        s = torch.randn(1, 2, generator=g)
+        _, ds = torch.ops.retina_fast.modulate_backward(dy, x, s, False, True)
+        ref = (dy.double() * x.double()).sum([2, 3])
+        torch.testing.assert_close(ds.double(), ref, rtol=1e-5, atol=1e-3)
+
+
+def test_modulate_backward_opcheck():
+    cl = torch.channels_last
+    for dy_fmt, x_fmt in [(torch.contiguous_format,) * 2, (cl, cl), (cl, torch.contiguous_format)]:
+        dy = torch.randn(2, 3, 4, 5).contiguous(memory_format=dy_fmt)
+        x = torch.randn(2, 3, 4, 5).contiguous(memory_format=x_fmt)
+        s = torch.randn(2, 3)
+        for need_dx, need_ds in [(True, True), (True, False), (False, True)]:
+            torch.library.opcheck(torch.ops.retina_fast.modulate_backward.default, (dy, x, s, need_dx, need_ds))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("shape", [(2, 3, 5, 7), (1, 1, 4, 4), (2, 64, 19, 23), (1, 300, 3, 2), (2, 64, 33, 65)])
+def test_modulate_to_channels_last(shape, dtype):
+    """channels_last=True folds the layout change into the pass; its backward hands dx back NCHW."""
+    g = torch.Generator().manual_seed(5)
+    x = torch.randn(shape, dtype=dtype, generator=g)
+    s = torch.randn(shape[:2], dtype=dtype, generator=g)
+    for noise in (None, torch.randn(shape[0], 1, *shape[2:], dtype=dtype, generator=g)):
+        args = [t.clone().requires_grad_(True) for t in (x, s)] + [noise]
+        y = modulate(*args, impl="native", channels_last=True)
+        ref_args = [t.clone().requires_grad_(True) for t in (x, s)] + [noise]
+        y_ref = modulate(*ref_args, impl="ref")
+        assert y.is_contiguous(memory_format=torch.channels_last)
+        torch.testing.assert_close(y, y_ref, rtol=0, atol=0)
+        dy = torch.randn_like(y_ref).contiguous(memory_format=torch.channels_last)
+        got = torch.autograd.grad(y, args[:2], dy)
+        want = torch.autograd.grad(y_ref, ref_args[:2], dy)
+        assert got[0].is_contiguous()
+        torch.testing.assert_close(got[0], want[0], rtol=0, atol=0)
+        # The reference sums in float32 (thread-dependent order), the native op in double.
+        torch.testing.assert_close(got[1], want[1], rtol=1e-5 if dtype == torch.float32 else 1e-12, atol=1e-4)
+        torch.library.opcheck(torch.ops.retina_fast.modulate.default, (args[0], args[1], noise, True))
+    xs = x.detach().requires_grad_(True), s.detach().requires_grad_(True)
+    fn = lambda a, b: modulate(a, b, impl="native", channels_last=True)  # noqa: E731
+    if dtype == torch.float64 and x.numel() < 2000:
+        assert torch.autograd.gradcheck(fn, xs)
+        assert torch.autograd.gradgradcheck(fn, xs)
+
+
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+def test_modulate_gradients_first_and_higher_order(layout):
+    """First-order backward takes the fused native op; create_graph=True the composite formulas."""
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(2, 3, 6, 5, dtype=torch.float64, generator=g)
+    if layout == "channels_last":
+        x = x.contiguous(memory_format=torch.channels_last)
+    s = torch.randn(2, 3, dtype=torch.float64, generator=g)
+    noise = torch.randn(2, 1, 6, 5, dtype=torch.float64, generator=g)
+    args = tuple(t.requires_grad_(True) for t in (x, s, noise))
+    fn = lambda *a: modulate(*a, impl="native")  # noqa: E731
+    assert torch.autograd.gradcheck(fn, args)
+    assert torch.autograd.gradgradcheck(fn, args)
+    dy = torch.randn(2, 3, 6, 5, dtype=torch.float64, generator=g)
+    got = torch.autograd.grad(modulate(*args, impl="native"), args, dy)
+    want = torch.autograd.grad(modulate(*args, impl="ref"), args, dy)
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16])
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+def test_modulate_backward_cuda_matches_cpu(layout, dtype):
+    g = torch.Generator().manual_seed(4)
+    dy, x = (torch.randn(3, 70, 33, 65, generator=g).to(dtype) for _ in range(2))
+    if layout == "channels_last":
+        dy, x = (t.contiguous(memory_format=torch.channels_last) for t in (dy, x))
+    s = torch.randn(3, 70, generator=g)
+    for need_dx, need_ds in [(True, True), (True, False), (False, True)]:
+        got = torch.ops.retina_fast.modulate_backward(dy.cuda(), x.cuda(), s.cuda(), need_dx, need_ds)
+        want = torch.ops.retina_fast.modulate_backward(dy, x, s, need_dx, need_ds)
+        if need_dx:
+            assert got[0].stride() == dy.stride()
+            torch.testing.assert_close(got[0].cpu(), want[0], rtol=0, atol=0)
+        if need_ds:
+            torch.testing.assert_close(got[1].cpu(), want[1], rtol=1e-6, atol=1e-6)
+    torch.library.opcheck(torch.ops.retina_fast.modulate_backward.default, (dy.cuda(), x.cuda(), s.cuda(), True, True))

@@ -39,6 +39,12 @@ const char* bias_act_grad_cuda_launch(const BiasActParams& p, const void* dy, co
 const char* modulate_cuda_launch(const ModulateParams& p, const void* x, const void* s,
                                  const void* noise, void* y, DtypeCode dtype, cudaStream_t stream);
 
+// dy, x and dx contiguous NCHW; s is [N*C] in the accumulation type (read when p.need_dx); ds is
+// [N*C] doubles that the caller zeroed (added to when p.need_ds). Unneeded pointers may be null.
+const char* modulate_backward_cuda_launch(const ModulateBackwardParams& p, const void* dy,
+                                          const void* x, const void* s, void* dx, double* ds,
+                                          DtypeCode dtype, cudaStream_t stream);
+
 }  // namespace retina_fast
 
 #if defined(__CUDACC__)

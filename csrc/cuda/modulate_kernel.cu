@@ -143,7 +143,79 @@ const char* launch_typed(const ModulateParams& p, const void* x_v, const void* s
   return cuda_detail::launch_error();
 }
 
+// modulate_backward over contiguous NCHW: the blocks of one grid row (blockIdx.y) share a plane,
+// each striding over part of it; a block reduces its share of sum dy * x in shared memory and adds
+// it to ds[plane] with one double atomicAdd. Rows walk further planes when there are more than the
+// grid's 65535 rows.
+template <typename scalar_t, typename acc_t, bool kDx, bool kDs>
+__global__ void __launch_bounds__(kThreads)
+    modulate_backward_kernel(const scalar_t* __restrict__ dy, const scalar_t* __restrict__ x,
+                             const acc_t* __restrict__ s, scalar_t* __restrict__ dx,
+                             double* __restrict__ ds, int64_t planes, int64_t hw) {
+  __shared__ double red[kThreads];
+  const int64_t step = int64_t(gridDim.x) * kThreads;
+  for (int64_t plane = blockIdx.y; plane < planes; plane += gridDim.y) {
+    const int64_t base = plane * hw;
+    const acc_t scale = kDx ? s[plane] : acc_t(0);
+    double sum = 0;
+    for (int64_t i = int64_t(blockIdx.x) * kThreads + threadIdx.x; i < hw; i += step) {
+      const acc_t g = to_acc(dy[base + i]);
+      if (kDs) sum += double(g) * double(to_acc(x[base + i]));
+      if (kDx) store(dx + base + i, mul_rn(g, scale));
+    }
+    if (kDs) {  // uniform across the block, so every thread reaches the barriers
+      red[threadIdx.x] = sum;
+      __syncthreads();
+      for (int width = kThreads / 2; width > 0; width >>= 1) {
+        if (int(threadIdx.x) < width) red[threadIdx.x] += red[threadIdx.x + width];
+        __syncthreads();
+      }
+      if (threadIdx.x == 0) atomicAdd(ds + plane, red[0]);
+      __syncthreads();  // red is rewritten for the next plane
+    }
+  }
+}
+
+template <typename scalar_t, typename acc_t, bool kDx, bool kDs>
+void launch_backward(const ModulateBackwardParams& p, const void* dy, const void* x, const void* s,
+                     void* dx, double* ds, cudaStream_t stream) {
+  const int64_t planes = p.n * p.c, hw = p.h * p.w;
+  // About eight elements per thread; the cap bounds the atomics per plane.
+  int64_t blocks_x = (hw + kThreads * 8 - 1) / (kThreads * 8);
+  if (blocks_x > 1024) blocks_x = 1024;
+  const int64_t blocks_y = planes < 65535 ? planes : 65535;
+  const dim3 grid{unsigned(blocks_x), unsigned(blocks_y), 1u};
+  modulate_backward_kernel<scalar_t, acc_t, kDx, kDs><<<grid, kThreads, 0, stream>>>(
+      static_cast<const scalar_t*>(dy), static_cast<const scalar_t*>(x),
+      static_cast<const acc_t*>(s), static_cast<scalar_t*>(dx), ds, planes, hw);
+}
+
+template <typename scalar_t, typename acc_t>
+const char* launch_backward_typed(const ModulateBackwardParams& p, const void* dy, const void* x,
+                                  const void* s, void* dx, double* ds, cudaStream_t stream) {
+  if (p.n * p.c * p.h * p.w == 0 || (!p.need_dx && !p.need_ds)) return nullptr;
+  if (p.need_dx && p.need_ds)
+    launch_backward<scalar_t, acc_t, true, true>(p, dy, x, s, dx, ds, stream);
+  else if (p.need_dx)
+    launch_backward<scalar_t, acc_t, true, false>(p, dy, x, s, dx, ds, stream);
+  else
+    launch_backward<scalar_t, acc_t, false, true>(p, dy, x, s, dx, ds, stream);
+  return cuda_detail::launch_error();
+}
+
 }  // namespace
+
+const char* modulate_backward_cuda_launch(const ModulateBackwardParams& p, const void* dy,
+                                          const void* x, const void* s, void* dx, double* ds,
+                                          DtypeCode dtype, cudaStream_t stream) {
+  switch (dtype) {
+    case kF32: return launch_backward_typed<float, float>(p, dy, x, s, dx, ds, stream);
+    case kF64: return launch_backward_typed<double, double>(p, dy, x, s, dx, ds, stream);
+    case kF16: return launch_backward_typed<__half, float>(p, dy, x, s, dx, ds, stream);
+    case kBF16: return launch_backward_typed<__nv_bfloat16, float>(p, dy, x, s, dx, ds, stream);
+  }
+  return "modulate_backward: unknown dtype code";
+}
 
 const char* modulate_cuda_launch(const ModulateParams& p, const void* x, const void* s,
                                  const void* noise, void* y, DtypeCode dtype, cudaStream_t stream) {

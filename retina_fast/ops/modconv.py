@@ -21,8 +21,9 @@ Two implementations of the same function:
   native upfirdn2d, and one more ``modulate`` pass applies demodulation and noise together.
   ``fused_modconv`` does not change its arithmetic. On CPU, upsampling convolutions may run (and
   return) channels_last, where oneDNN's transposed convolution is fastest (see
-  ``_channels_last_pays``). Narrow non-upsampling layers on CPU keep the weight-scaled form
-  (with native resampling), which measured faster there.
+  ``_channels_last_pays``); the first ``modulate`` then writes its output channels_last. Narrow
+  non-upsampling layers on CPU keep the weight-scaled form (with native resampling), which
+  measured faster there.
 
 Gradients of any order flow through both (every piece is differentiable to any order).
 """
@@ -131,7 +132,7 @@ def conv2d_resample(x, w, f=None, up=1, down=1, padding=0, groups=1, flip_weight
 # ---------------------------------------------------------------------------------------------
 # modulate: y = x * s[n, c] + noise, the native building block of the dense formulation.
 
-def modulate(x, s, noise=None, impl=None):
+def modulate(x, s, noise=None, impl=None, channels_last=False):
     """Per-(sample, channel) scale plus optional additive noise: ``x * s[:, :, None, None] + noise``.
 
     Parameters
@@ -139,6 +140,8 @@ def modulate(x, s, noise=None, impl=None):
     x : [N, C, H, W] tensor.
     s : [N, C] scales.
     noise : tensor broadcastable to ``x`` (e.g. [N, 1, H, W]) or None.
+    channels_last : return the result channels_last whatever ``x``'s layout (the native kernel
+        changes the layout in the same pass; otherwise the result follows ``x``'s layout).
     """
     if not isinstance(x, torch.Tensor) or x.ndim != 4:
         raise ValueError(f"modulate: x must be a 4-D tensor [N, C, H, W], got "
@@ -155,34 +158,50 @@ def modulate(x, s, noise=None, impl=None):
         noise = noise.to(x.dtype)
     if _native.resolve_impl(impl, "modulate", x.device) == "ref":
         y = x * s.to(x.dtype).reshape(x.shape[0], x.shape[1], 1, 1)
-        return y if noise is None else y + noise
-    return torch.ops.retina_fast.modulate(x, s, noise)
+        y = y if noise is None else y + noise
+        return y.contiguous(memory_format=torch.channels_last) if channels_last else y
+    return torch.ops.retina_fast.modulate(x, s, noise, channels_last)
 
 
 if _native.AVAILABLE:
     @torch.library.register_fake("retina_fast::modulate")
-    def _modulate_fake(x, s, noise):
+    def _modulate_fake(x, s, noise, channels_last=False):
+        if channels_last:
+            return torch.empty_like(x, memory_format=torch.channels_last)
         return torch.empty_like(x)
 
     def _setup_modulate(ctx, inputs, output):
-        x, s, noise = inputs
+        x, s, noise = inputs[:3]
         ctx.save_for_backward(x, s)
         ctx.noise_shape = None if noise is None else noise.shape
 
+    @torch.library.register_fake("retina_fast::modulate_backward")
+    def _modulate_backward_fake(dy, x, s, need_dx, need_ds):
+        return (torch.empty_like(x) if need_dx else None,
+                s.new_empty(s.shape) if need_ds else None)
+
     def _modulate_backward(ctx, dy):
         x, s = ctx.saved_tensors
-        dx = torch.ops.retina_fast.modulate(dy, s, None) if ctx.needs_input_grad[0] else None
-        ds = None
-        if ctx.needs_input_grad[1]:
-            if dy.is_contiguous() and x.is_contiguous():  # batched dot product, no temporary
-                ds = torch.einsum("nchw,nchw->nc", dy, x)
-            else:  # einsum would copy channels_last operands to NCHW first
-                ds = (dy * x).sum([2, 3])
-            ds = ds.to(s.dtype)
+        need_dx, need_ds = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        dx = ds = None
+        if not torch.is_grad_enabled():
+            # A first-order backward (no create_graph): one fused pass over dy and x, instead of
+            # dx plus a dy * x product the size of the activations. The native op has no
+            # derivative of its own, so higher orders take the composite formulas below.
+            if need_dx or need_ds:
+                dx, ds = torch.ops.retina_fast.modulate_backward(dy, x, s, need_dx, need_ds)
+        else:
+            dx = torch.ops.retina_fast.modulate(dy, s, None) if need_dx else None
+            if need_ds:
+                if dy.is_contiguous() and x.is_contiguous():  # batched dot product, no temporary
+                    ds = torch.einsum("nchw,nchw->nc", dy, x)
+                else:  # einsum would copy channels_last operands to NCHW first
+                    ds = (dy * x).sum([2, 3])
+                ds = ds.to(s.dtype)
         dnoise = None
         if ctx.noise_shape is not None and ctx.needs_input_grad[2]:
             dnoise = dy.sum_to_size(ctx.noise_shape)
-        return dx, ds, dnoise
+        return dx, ds, dnoise, None
 
     torch.library.register_autograd("retina_fast::modulate", _modulate_backward, setup_context=_setup_modulate)
 
@@ -275,9 +294,8 @@ def modulated_conv2d(x, weight, styles, noise=None, up=1, down=1, padding=0, res
         return _weight_scaled(x, weight, styles, noise, up, down, padding, resample_filter, demodulate,
                               flip_weight, True, impl="native")
     weight, styles = _prenormalize(x, weight, styles, demodulate)
-    if _channels_last_pays(x, weight, up):
-        x = x.contiguous(memory_format=torch.channels_last)
-    x = modulate(x, styles, impl="native")
+    # The layout change rides on the modulation pass (and its backward hands dx back in x's layout).
+    x = modulate(x, styles, impl="native", channels_last=_channels_last_pays(x, weight, up))
     x = conv2d_resample(x, weight.to(x.dtype), f=resample_filter, up=up, down=down, padding=padding,
                         flip_weight=flip_weight, impl="native")
     if noise is not None:

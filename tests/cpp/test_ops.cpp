@@ -27,7 +27,7 @@ using Upfirdn2dFn = Tensor(const Tensor&, const Tensor&, int64_t, int64_t, int64
                            int64_t, int64_t, int64_t, bool, double);
 using BiasActFn = Tensor(const Tensor&, const OptTensor&, int64_t, c10::string_view, double, double,
                          double);
-using ModulateFn = Tensor(const Tensor&, const Tensor&, const OptTensor&);
+using ModulateFn = Tensor(const Tensor&, const Tensor&, const OptTensor&, bool);
 
 template <typename Fn>
 c10::TypedOperatorHandle<Fn> op(const char* name) {
@@ -129,7 +129,7 @@ int main() {
 
   check("modulate noise [N,1,H,W]", [] {
     const Tensor x = randn({2, 3, 5, 7}), s = randn({2, 3}), noise = randn({2, 1, 5, 7});
-    const Tensor y = op<ModulateFn>("retina_fast::modulate").call(x, s, noise);
+    const Tensor y = op<ModulateFn>("retina_fast::modulate").call(x, s, noise, false);
     Tensor ref = at::zeros_like(x);
     auto xa = x.accessor<double, 4>();
     auto sa = s.accessor<double, 2>();
