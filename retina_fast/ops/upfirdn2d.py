@@ -20,6 +20,7 @@ flow into ``x``: the backward of upfirdn2d is itself an upfirdn2d.
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch._prims_common import suggest_memory_format  # the rule ATen's suggest_memory_format follows
 
 from . import _native
 
@@ -244,7 +245,9 @@ if _native.AVAILABLE:
         fh, fw = f.shape
         out_h = (x.shape[2] * upy + py0 + py1 - fh) // downy + 1
         out_w = (x.shape[3] * upx + px0 + px1 - fw) // downx + 1
-        return x.new_empty([x.shape[0], x.shape[1], out_h, out_w])
+        # The kernels return x's suggested memory format (channels_last stays channels_last).
+        return torch.empty([x.shape[0], x.shape[1], out_h, out_w], dtype=x.dtype, device=x.device,
+                           memory_format=suggest_memory_format(x))
 
     def _setup_context(ctx, inputs, output):
         x, f, *params = inputs
