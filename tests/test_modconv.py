@@ -272,3 +272,22 @@ def test_compiled_upsampling_modconv_matches_eager():
     torch.testing.assert_close(y, y0)
     for a, b in zip(g, g0):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("with_noise", [False, True])
+@pytest.mark.parametrize("channels", [4, 16])  # 16: the channels_last path on CPU
+def test_inference_path_matches_reference_and_leaves_inputs_alone(with_noise, channels):
+    # Without gradients the native path demodulates its own temporary in place.
+    torch.manual_seed(1)
+    f = setup_filter([1, 3, 3, 1])
+    x = torch.randn(2, channels, 9, 11)
+    w = torch.randn(5, channels, 3, 3)
+    s = torch.randn(2, channels)
+    noise = torch.randn(2, 1, 18, 22) if with_noise else None
+    before = [t.clone() for t in (x, w, s)]
+    with torch.no_grad():
+        y = modulated_conv2d(x, w, s, noise, up=2, padding=1, resample_filter=f, impl="native")
+    y_ref = modulated_conv2d_ref(x, w, s, noise, up=2, padding=1, resample_filter=f)
+    torch.testing.assert_close(y, y_ref, rtol=1e-4, atol=1e-4)
+    for a, b in zip((x, w, s), before):
+        assert torch.equal(a, b)

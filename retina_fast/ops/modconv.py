@@ -302,8 +302,13 @@ def modulated_conv2d(x, weight, styles, noise=None, up=1, down=1, padding=0, res
         _check_noise(noise, x.shape)
     if demodulate:
         # sum_{i,k} (w[o,i,k] s[n,i])^2 = sum_i s[n,i]^2 sum_k w[o,i,k]^2: one small matmul.
-        dcoefs = (styles.square() @ weight.square().sum([2, 3]).t() + 1e-8).rsqrt()
-        return modulate(x, dcoefs.to(x.dtype), noise, impl="native")
+        dcoefs = (styles.square() @ weight.square().sum([2, 3]).t() + 1e-8).rsqrt().to(x.dtype)
+        if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, dcoefs, noise)):
+            return modulate(x, dcoefs, noise, impl="native")
+        # Nothing to differentiate: scale x (our own temporary) in place rather than fault in a
+        # fresh output as large as the layer's.
+        x.mul_(dcoefs.reshape(x.shape[0], x.shape[1], 1, 1))
+        return x if noise is None else x.add_(noise.to(x.dtype))
     if noise is not None:
         return x + noise.to(x.dtype)
     return x
