@@ -28,11 +28,12 @@ import argparse
 import os
 import sys
 import tempfile
-import time
 
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from loader_throughput import images_per_s  # noqa: E402  (one timing loop for both scripts)
 
 FRAME = (1536, 2048)
 RESOLUTION = 1024
@@ -60,27 +61,6 @@ def make_frames(folder, n, repeat, seed=0):
         names.append(name)
     write_dataset_json(folder, [(name, k % 2) for k in range(repeat) for name in names])
     return folder
-
-
-def best_rate(loader, epochs, cuda):
-    """Best images/s over `epochs` epochs after one warm-up epoch."""
-    import torch
-
-    def epoch():
-        n = 0
-        for images, _ in loader:
-            n += images.shape[0]
-        if cuda:
-            torch.cuda.synchronize()
-        return n
-
-    epoch()
-    best = 0.0
-    for _ in range(epochs):
-        t = time.perf_counter()
-        n = epoch()
-        best = max(best, n / (time.perf_counter() - t))
-    return best
 
 
 def agreement(folder, device, workers):
@@ -146,7 +126,7 @@ def run(a, folder, gpu):
     for label, backend, device in rows:
         batch = a.batch_size if backend == "dali" else a.cpu_batch_size
         loader = make_loader(folder, backend=backend, device=device, num_workers=a.workers, batch_size=batch, **kw)
-        rates[label] = best_rate(loader, a.epochs, device == "cuda")
+        rates[label] = images_per_s(loader, a.epochs, device)
         print(f"{label:<36} {a.workers:>7} {batch:>5} {rates[label]:>9.1f}", flush=True)
         del loader
     status = 0
