@@ -14,6 +14,7 @@ import numpy as np
 from tqdm import tqdm
 
 from retina_fast.data.dataset import list_images, read_image
+from retina_fast.data.prepare import read_manifest
 
 from .amount import check_mask, vessel_amount
 from .skeleton import skeletonize
@@ -77,16 +78,15 @@ def _manifest_discs(path):
     for cand in (os.path.join(base, "manifest.csv"), os.path.join(os.path.dirname(base), "manifest.csv")):
         if os.path.isfile(cand):
             out = {}
-            with open(cand, newline="", encoding="utf-8") as f:
-                for r in csv.DictReader(f):
-                    try:
-                        if r.get("status", "accepted") != "accepted" or not r.get("output"):
-                            continue
-                        disc = (float(r["disc_row"]), float(r["disc_col"]), float(r["disc_radius"]))
-                    except (KeyError, TypeError, ValueError):
+            for r in read_manifest(cand):
+                try:
+                    if r.get("status", "accepted") != "accepted" or not r.get("output"):
                         continue
-                    if all(math.isfinite(v) for v in disc) and disc[2] > 0:
-                        out[r["output"]] = disc
+                    disc = (float(r["disc_row"]), float(r["disc_col"]), float(r["disc_radius"]))
+                except (KeyError, TypeError, ValueError):
+                    continue
+                if all(math.isfinite(v) for v in disc) and disc[2] > 0:
+                    out[r["output"]] = disc
             return out
     return {}
 
