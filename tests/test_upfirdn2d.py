@@ -45,7 +45,7 @@ CASES = [_random_case(random.Random(seed)) for seed in range(60)]
 @pytest.mark.parametrize("case", CASES, ids=[f"case{i}" for i in range(len(CASES))])
 def test_native_matches_reference_forward_and_backward(case, dtype):
     torch.manual_seed(hash(str(case)) % 2**31)
-    f = torch.randn(case["fshape"], dtype=dtype)  # a float32 filter would round the ref's gain
+    f = torch.randn(case["fshape"], dtype=torch.float32)  # the ref must not round the gain to f's float32
     x = _make_x(case["shape"], case["layout"], dtype).requires_grad_(True)
     kw = {k: case[k] for k in ("up", "down", "padding", "flip_filter", "gain")}
     y_nat = upfirdn2d(x, f, impl="native", **kw)

@@ -260,6 +260,25 @@ def _channels_last_pays(x, weight, up):
     return x.shape[1] <= 256 or not weight_grad
 
 
+def _weights_scaled_pays(x, weight, up, down):
+    """Scale the (small) weights and run one grouped convolution, rather than scale the (large)
+    activations around a dense one? Measured with benchmarks/modconv_formulations.py:
+
+    - CPU (2 cores, oneDNN), narrow non-resampling layers: the grouped convolution costs the same
+      as the dense one, so the two activation passes are pure loss (64 -> 32 at 512 x 512: the
+      dense formulation ran 0.87x / 0.72x fwd / fwd+bwd of this one).
+    - H100 (cuDNN), float16 non-resampling layers: grouped 0.71 / 1.90 ms against dense 0.78 /
+      2.49 ms (64 -> 32 at 512 x 512), 0.70 / 1.77 against 0.73 / 1.99 (512 -> 512 at 64 x 64).
+      In float32 and whenever the layer resamples, dense won there (64 -> 32 at 512 up=2 fp32:
+      3.3 / 7.7 ms against 6.1 / 11.1), so those stay dense.
+    """
+    if up != 1:
+        return False
+    if x.device.type == "cpu":
+        return weight.shape[0] < 256
+    return x.device.type == "cuda" and x.dtype == torch.float16 and down == 1
+
+
 def modulated_conv2d(x, weight, styles, noise=None, up=1, down=1, padding=0, resample_filter=None,
                      demodulate=True, flip_weight=True, fused_modconv=True, impl=None):
     """StyleGAN2 modulated convolution (see the module docstring for the exact semantics).
@@ -286,11 +305,7 @@ def modulated_conv2d(x, weight, styles, noise=None, up=1, down=1, padding=0, res
     if _native.resolve_impl(impl, "modulated_conv2d", x.device) == "ref":
         return modulated_conv2d_ref(x, weight, styles, noise, up, down, padding, resample_filter,
                                     demodulate, flip_weight, fused_modconv)
-    if x.device.type == "cpu" and up == 1 and weight.shape[0] < 256:
-        # Narrow, non-upsampling layers on CPU: oneDNN's grouped convolution costs the same as the
-        # dense one here, so scaling the (small) weights beats two extra passes over the (large)
-        # activations; measured 64 -> 32 at 512 x 512: 0.87x / 0.72x (fwd / fwd+bwd) for the
-        # dense formulation against this one.
+    if _weights_scaled_pays(x, weight, up, down):
         return _weight_scaled(x, weight, styles, noise, up, down, padding, resample_filter, demodulate,
                               flip_weight, True, impl="native")
     weight, styles = _prenormalize(x, weight, styles, demodulate)

@@ -169,7 +169,7 @@ def upfirdn2d(x, f, up=1, down=1, padding=0, flip_filter=False, gain=1, impl=Non
     if _native.resolve_impl(impl, "upfirdn2d", x.device) == "ref":
         return upfirdn2d_ref(x, f, up=up, down=down, padding=pad, flip_filter=flip_filter, gain=gain)
     if f.ndim == 1 and f.shape[0] == 1:
-        f = f.square()[None]  # separable 1-tap == full 1x1
+        f = f.to(torch.promote_types(f.dtype, x.dtype)).square()[None]  # separable 1-tap == full 1x1
     if f.ndim == 2:
         return _op(x, f, *up, *down, *pad, bool(flip_filter), float(gain))
     # Separable: horizontal pass, then vertical pass carrying the whole gain.
@@ -192,7 +192,9 @@ def upfirdn2d_ref(x, f, up=1, down=1, padding=0, flip_filter=False, gain=1):
     x = F.pad(x, [max(padx0, 0), max(padx1, 0), max(pady0, 0), max(pady1, 0)])
     x = x[:, :, max(-pady0, 0): x.shape[2] - max(-pady1, 0), max(-padx0, 0): x.shape[3] - max(-padx1, 0)]
 
-    f = (f * (gain ** (f.ndim / 2))).to(x.dtype)
+    # The gain is applied at the wider of the two precisions (a float32 filter on float64 data must
+    # not round it to float32 first); otherwise as StyleGAN2-ADA: scale, then cast to x's dtype.
+    f = (f.to(torch.promote_types(f.dtype, x.dtype)) * (gain ** (f.ndim / 2))).to(x.dtype)
     if not flip_filter:
         f = f.flip(list(range(f.ndim)))
     f = f[None, None].repeat([c, 1] + [1] * f.ndim)
