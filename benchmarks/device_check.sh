@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # GPU device check, self-contained for a CUDA machine with no network and its own torch:
-# builds the extension in place, runs the CUDA-marked tests, prints the ratio tables (fp32, fp16).
-# Budget: under 8 minutes on one H100. Usage: bash benchmarks/device_check.sh [python]
+# builds the extension in place, runs the CUDA-marked tests, prints the ops' ratio tables (fp32,
+# fp16), the StyleGAN2 training step at paper1024 (native vs ref), the classifier's training
+# throughput, the vessel segmentation and DALI checks. Budget: under 8 minutes on one H100.
+# Usage: bash benchmarks/device_check.sh [python]
 set -uo pipefail
 cd "$(dirname "$0")/.."
 PY=${1:-python3}
@@ -20,7 +22,7 @@ if [ -d .whl ]; then
     && export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
 fi
 # The tree is used in place (no install): the repository root must be importable by the scripts.
-export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
+export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} NUMBA_CACHE_DIR=/tmp/numba
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 $PY -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda)"
 echo "== build"
@@ -29,13 +31,21 @@ $PY -c "import retina_fast.ops as o; assert o.has_cuda_kernels(), 'no CUDA kerne
 echo "== CUDA tests"
 # test_loaders' CUDA case needs DALI, checked separately below.
 timeout 200 $PY -m pytest tests/test_upfirdn2d.py tests/test_bias_act.py tests/test_modconv.py tests/test_segment.py \
-  -q -m cuda -p no:cacheprovider -x 2>&1 | tail -25
+  tests/test_gan_networks.py tests/test_gan_augment.py -q -m cuda -p no:cacheprovider 2>&1 | tail -25
 echo "== ratio table fp32"
 timeout 100 $PY benchmarks/ratio_table.py --device cuda --dtype float32 --repeats 5 --warmup 2 2>/tmp/ratio32.err || tail -5 /tmp/ratio32.err
 echo "== ratio table fp16"
 timeout 100 $PY benchmarks/ratio_table.py --device cuda --dtype float16 --repeats 5 --warmup 2 2>/tmp/ratio16.err || tail -5 /tmp/ratio16.err
 echo "== modulated conv formulations (ms): what modulated_conv2d dispatches to vs grouped vs ref"
 for d in float32 float16; do timeout 60 $PY benchmarks/modconv_formulations.py --device cuda --dtype $d --repeats 5 --warmup 2; done
+echo "== StyleGAN2-ADA training step, paper1024 at batch 4 (target on one H100: <= 40 s/kimg)"
+timeout 150 $PY benchmarks/gan_step.py --device cuda --preset paper1024 --batch 4 --steps 20 --warmup 5 --repeats 1
+echo "== ADA augmentation on CUDA (R1 double backward through grid_sample, timings)"
+timeout 60 $PY benchmarks/augment_gpu_check.py
+echo "== classifier: CUDA path smoke (AMP + channels_last), ResNet152 512 x 512 training images/s (target >= 450)"
+timeout 60 $PY benchmarks/classify_gpu_smoke.py
+timeout 90 $PY benchmarks/classify_throughput.py --device cuda --amp --channels-last --batch 32 --steps 15 --warmup 5
+timeout 150 $PY benchmarks/classify_throughput.py --device cuda --amp --channels-last --compile --batch 32 --steps 20 --warmup 6
 echo "== vessel segmentation (hessian, 1024 x 1024): numpy vs cupy"
 timeout 60 $PY -m pytest benchmarks/test_bench_segment.py -q -p no:cacheprovider --benchmark-only 2>&1 | tail -12
 echo "== DALI GPU decode + crop + resize, 1536 x 2048 JPEG -> 1024 (target >= 1000 img/s)"

@@ -4,7 +4,11 @@ import importlib
 import sys
 
 # Each stage owns its sub-commands: the module exposes `register(subparsers)`.
-STAGE_CLIS = ("retina_fast.data.cli", "retina_fast.vessels.cli", "retina_fast.turing.cli")
+STAGE_CLIS = ("retina_fast.data.cli", "retina_fast.gan.cli", "retina_fast.metrics.cli", "retina_fast.vessels.cli",
+              "retina_fast.classify.cli", "retina_fast.turing.cli")
+
+
+STAGES = ("ops", "data", "gan", "vessels", "turing", "classify")
 
 
 def _demo(args):
@@ -15,11 +19,12 @@ def _demo(args):
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="retina-fast", description=__doc__)
     sub = parser.add_subparsers(dest="stage", required=True)
-    demo = sub.add_parser("demo", help="every stage end to end on generated data (ops, data, vessels, turing)")
+    demo = sub.add_parser("demo", help="every stage end to end on generated data "
+                                       "(ops, data, gan, vessels, turing, classify)")
     demo.add_argument("--quick", action="store_true",
                       help="benchmark shapes at 1/4 resolution, phantom frames at 768 x 1024 -> 512")
-    demo.add_argument("--stages", nargs="+", default=["ops", "data", "vessels", "turing"],
-                      choices=["ops", "data", "vessels", "turing"], help="stages to run (default: all)")
+    demo.add_argument("--stages", nargs="+", default=list(STAGES), choices=STAGES,
+                      help="stages to run (default: all)")
     demo.add_argument("--out", default="demo-output", help="folder for the cohort, dataset and CSVs")
     demo.add_argument("--patients", type=int, default=12, help="phantom patients in the cohort (default 12)")
     demo.add_argument("--repeats", type=int, default=2, help="timed repeats per case (best is kept)")

@@ -2,10 +2,18 @@
 
 1. ops: native-vs-reference self-check and timing table (the StyleGAN kernels);
 2. data: a phantom DICOM cohort (bad files included) -> `prepare` -> accepted/excluded counts;
-3. vessels: vessel amount and zone-B SNR of the prepared images, normal vs ERM phantoms compared
-   with the same table the real-vs-synthetic study uses (no generator yet to supply synthetic images);
-4. turing: a simulated reader panel (the paper's 12/14/14 readers) judging the prepared images
-   against stand-in "synthetic" phantoms, analysed like the paper (Tables 2-3, Figure 4).
+3. gan: the tiny StyleGAN2-ADA preset trained briefly on the prepared images (sample grid, FID
+   curve), then fine-tuned on their ERM images (the paper's transfer learning, lr 1e-4);
+4. vessels: vessel amount and zone-B SNR of the prepared images, normal vs ERM phantoms compared
+   with the same table the real-vs-synthetic study uses;
+5. turing: a simulated reader panel (the paper's 12/14/14 readers) judging the prepared images
+   against stand-in "synthetic" phantoms, analysed like the paper (Tables 2-3, Figure 4);
+6. classify: a tiny ERM-vs-normal imbalance study (real only, + "synthetic" ERM, oversampling,
+   class weights) with its Table-4-shaped table, ROC plot and Grad-CAM overlays.
+
+The tiny generator of a short CPU run is far from realistic, so the vessel, Turing and classifier
+stages use phantoms rendered at the output size as their "synthetic" arm; with a trained
+`paper1024` checkpoint the same functions take generated images.
 """
 import os
 import sys
@@ -67,7 +75,7 @@ def vessels_stage(out, dataset, size=1024, workers=2):
     from .data.dataset import list_images
     from .vessels import compare, comparison_table, measure_folder
 
-    print("\n## 3. Vessels: Hessian segmentation, vessel amount and zone-B SNR of the prepared images\n")
+    print("\n## 4. Vessels: Hessian segmentation, vessel amount and zone-B SNR of the prepared images\n")
     rows = measure_folder(dataset, os.path.join(out, "vessel_metrics.csv"), workers=workers)
     labels = dict(list_images(dataset))
     groups = {0: [], 1: []}
@@ -101,7 +109,7 @@ def turing_stage(out, dataset, size=1024, seed=0):
     from .data.phantom import make_fundus
     from .turing.simulate import demo_tables
 
-    print("\n## 4. Image Turing test: reader panel SIMULATED with planted group effects\n")
+    print("\n## 5. Image Turing test: reader panel SIMULATED with planted group effects\n")
     real = [os.path.join(dataset, name) for name, _ in list_images(dataset)]
     # Until the generator exists, the "synthetic" arm is phantoms rendered directly at the output size.
     standin = os.path.join(out, "synthetic_standin")
@@ -117,20 +125,40 @@ def turing_stage(out, dataset, size=1024, seed=0):
     return demo_tables(real, synthetic, out_dir=os.path.join(out, "turing"), seed=seed)
 
 
+def gan_stage(out, dataset, quick=False, device="auto"):
+    """Train the tiny preset on the prepared images, then fine-tune on their ERM images."""
+    from .gan.stage import demo_stage
+
+    print("\n## 3. StyleGAN2-ADA: tiny preset on the prepared phantoms, then ERM transfer learning\n")
+    return demo_stage(out, dataset, None, quick=quick, device=device)
+
+
+def classify_stage(out, prepared, quick=False, device="auto"):
+    """The tiny imbalance study: its table, ROC and metric-vs-ratio plots, Grad-CAM overlays."""
+    from .classify.stage import demo_stage
+
+    print("\n## 6. Utility: ERM-vs-normal classifiers under class imbalance (phantoms)\n")
+    return demo_stage(out, prepared, quick=quick, device=device)
+
+
 def run_demo(args):
     """Run the stages the arguments ask for; return the process exit code."""
     failed = []
     if "ops" in args.stages:
         failed = ops_stage(args.device, args.quick, args.repeats)
-    if {"data", "vessels", "turing"} & set(args.stages):
+    if {"data", "gan", "vessels", "turing", "classify"} & set(args.stages):
         out = os.path.abspath(args.out)
         os.makedirs(out, exist_ok=True)
         frame, size = ((768, 1024), 512) if args.quick else ((1536, 2048), 1024)
         res = data_stage(out, n_patients=args.patients, frame_size=frame, size=size)
+        if "gan" in args.stages:
+            gan_stage(out, res.dataset, quick=args.quick, device=args.device)
         if "vessels" in args.stages:
             vessels_stage(out, res.dataset, size=size)
         if "turing" in args.stages:
             turing_stage(out, res.dataset, size=size)
+        if "classify" in args.stages:
+            classify_stage(out, os.path.dirname(res.dataset), quick=args.quick, device=args.device)
     if failed:
         print(f"\nSELF-CHECK FAILED: {failed}")
         return 1

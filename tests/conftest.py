@@ -23,3 +23,14 @@ def pytest_collection_modifyitems(config, items):
 def _need_native():
     if not ops.NATIVE_AVAILABLE:
         pytest.fail("the native extension is not built: run the README's test command, which builds it")
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """torch on one intra-op thread for the module using it (`pytestmark = pytest.mark.usefixtures
+    ("one_thread")`): on a busy 2-core machine torch's spinning worker threads make small-tensor
+    work many times slower, and results do not depend on the thread count."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

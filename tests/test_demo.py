@@ -19,3 +19,22 @@ def test_demo_data_and_vessels_stages(tmp_path):
     assert (out / "prepared" / "manifest.csv").exists() and (out / "vessel_metrics.csv").exists()
     assert "SIMULATED readers" in text and "| retina >=5y |" in text, text
     assert (out / "turing" / "figure4.png").exists() and (out / "turing" / "gee.csv").exists()
+
+
+def test_demo_gan_and_classify_stages(tmp_path):
+    out = tmp_path / "demo"
+    proc = subprocess.run([sys.executable, "-m", "retina_fast.cli", "demo", "--stages", "data", "gan", "classify",
+                           "--quick", "--patients", "6", "--out", str(out), "--device", "cpu"],
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    text = proc.stdout
+    gan = out / "gan"
+    for path in ("samples.png", "erm_samples.png", "train/fid.csv", "train/fid.png", "train/best.pt", "erm/best.pt"):
+        assert (gan / path).exists(), path
+    fid_rows = (gan / "train" / "fid.csv").read_text().strip().splitlines()
+    assert fid_rows[0] == "kimg,fid,extractor" and len(fid_rows) >= 3, fid_rows  # an FID point per interval
+    # the paper's Table 4 shape: the 1:0.1 row trained on real images only and topped up with synthetic ERM
+    assert "| 1:0.1 | real only |" in text and "+ synthetic ERM" in text, text
+    study = out / "classify" / "study"
+    assert (study / "table.md").exists() and (study / "roc.png").exists()
+    assert len(list(study.glob("runs/*/gradcam/*.png"))) >= 2

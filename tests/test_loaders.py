@@ -27,13 +27,7 @@ def _retina_crops(n, side, seed=0):
     return out
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # The machine is shared: intra-op threads on tiny tensors only add scheduling stalls.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

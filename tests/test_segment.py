@@ -260,18 +260,7 @@ def test_pixel_auc_edge_cases():
 
 
 @pytest.fixture(scope="module")
-def one_torch_thread():
-    # torch's CPU threads spin while they wait: on a busy 2-core machine one thread is many times faster
-    import torch
-
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory, one_torch_thread):
+def tiny_run(tmp_path_factory, one_thread):
     # one 96 x 96 patch around a phantom's optic disc (many vessels), the crop the whole patch: every
     # step sees the same pixels (flipped / transposed), so the loss must fall within a few steps
     image, truth = make_fundus(2, size=(384, 512))
@@ -308,7 +297,7 @@ def test_fpn_checkpoint_round_trip(tiny_run, tmp_path):
     assert p_tiled.shape == p_disk.shape and np.isfinite(p_tiled).all()
 
 
-def test_fpn_missing_or_bad_checkpoint(tmp_path, one_torch_thread):
+def test_fpn_missing_or_bad_checkpoint(tmp_path, one_thread):
     image = make_fundus(1, size=(192, 256))[0]
     missing = tmp_path / "nope" / "seg.pt"
     with pytest.raises(FileNotFoundError, match=re.escape(str(missing))):
@@ -321,7 +310,7 @@ def test_fpn_missing_or_bad_checkpoint(tmp_path, one_torch_thread):
         fpn.load_model("https://example.org/seg.pt")
 
 
-def test_fpn_folder_layout(tmp_path, one_torch_thread):
+def test_fpn_folder_layout(tmp_path, one_thread):
     # DRIVE-like names: images/21_training.png + manual1/21_manual1.png + mask/21_training_mask.png
     image, truth = make_fundus(4, size=(128, 160))
     for sub in ("images", "manual1", "mask"):

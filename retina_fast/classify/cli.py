@@ -1,0 +1,166 @@
+"""`retina-fast classify train|predict|label|study`: the classifier on the command line.
+
+    retina-fast classify train   --data POOL --out DIR [--labels-csv CSV] [training options]
+    retina-fast classify predict --checkpoint DIR/model/checkpoint.pt --images FOLDER --out scores.csv
+    retina-fast classify label   --labelled POOL --unlabelled FOLDER --out DIR [--threshold youden]
+    retina-fast classify study   --pool POOL --out DIR [--synthetic FOLDER_OR_CHECKPOINT] [--ratios 1:1 1:0.1]
+
+POOL: a folder of images with labels.csv (name, patient_id, label), a `retina-fast data prepare`
+output folder (manifest.csv + dataset/), or a dataset folder/zip with dataset.json labels.
+"""
+import argparse
+import sys
+
+__all__ = ["register"]
+
+
+def _train_args(p, epochs=30):
+    g = p.add_argument_group("training (paper defaults)")
+    g.add_argument("--arch", default="resnet152",
+                   choices=["resnet18", "resnet34", "resnet50", "resnet101", "resnet152"], help="default: %(default)s")
+    g.add_argument("--weights", default=None, help="local state_dict file (e.g. ImageNet); default random init")
+    g.add_argument("--size", type=int, default=512, help="input side in pixels (default: %(default)s)")
+    g.add_argument("--batch", type=int, default=10, help="minibatch (default: %(default)s)")
+    g.add_argument("--epochs", type=int, default=epochs, help="epochs (default: %(default)s)")
+    g.add_argument("--lr", type=float, default=1e-4, help="Adam learning rate (default: %(default)s)")
+    g.add_argument("--no-augment", action="store_true", help="no flips/shift/zoom/rotation")
+    g.add_argument("--patience", type=int, default=None, help="stop after N epochs without a better valid loss")
+    g.add_argument("--seed", type=int, default=0, help="training seed (default: %(default)s)")
+    g.add_argument("--device", default="auto", help="cpu, cuda or auto (default)")
+    g.add_argument("--backend", default="torch", choices=["torch", "dali"], help="image loader (default: torch)")
+    g.add_argument("--workers", type=int, default=0, help="loader workers (default: %(default)s)")
+    g.add_argument("--amp", default=None, choices=["on", "off"], help="mixed precision (default: on for CUDA)")
+    g.add_argument("--compile", action="store_true", help="torch.compile the training step (CUDA)")
+
+
+def _config(args, **over):
+    from .train import TrainConfig
+    return TrainConfig(arch=args.arch, weights=args.weights, size=args.size, batch_size=args.batch,
+                       epochs=args.epochs, lr=args.lr, augment=not args.no_augment, patience=args.patience,
+                       seed=args.seed, device=args.device, backend=args.backend, workers=args.workers,
+                       amp=None if args.amp is None else args.amp == "on", compile=args.compile, progress=True,
+                       **over)
+
+
+def register(subparsers):
+    """Add the `classify` command group to the top-level parser's `subparsers`; return its subparsers."""
+    p = subparsers.add_parser("classify", help="ERM-vs-normal classifier: train, predict, label a pool, "
+                                               "imbalance study (Table 4)", description=__doc__,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="classify_command", required=True)
+
+    t = sub.add_parser("train", help="split a labelled pool 7:1:2 by patient, train, report test metrics")
+    t.add_argument("--data", required=True, help="labelled pool (see `classify --help`)")
+    t.add_argument("--labels-csv", default=None, help="CSV name,patient_id,label (default: POOL/labels.csv)")
+    t.add_argument("--out", required=True, help="output folder")
+    t.add_argument("--split-seed", type=int, default=0)
+    t.add_argument("--class-weight", default=None, choices=["balanced"], help="weighted cross-entropy")
+    t.add_argument("--oversample", action="store_true", help="random oversampling of the minority class")
+    _train_args(t)
+    t.set_defaults(func=_train)
+
+    q = sub.add_parser("predict", help="P(ERM) of every image with a trained checkpoint")
+    q.add_argument("--checkpoint", required=True, help="checkpoint.pt written by training")
+    q.add_argument("--images", required=True, help="folder of images, or dataset folder/zip")
+    q.add_argument("--out", required=True, help="CSV to write (name, p_erm, label)")
+    q.add_argument("--threshold", type=float, default=0.5, help="ERM when p_erm >= this (default: %(default)s)")
+    q.add_argument("--device", default="auto")
+    q.add_argument("--batch", type=int, default=32)
+    q.add_argument("--backend", default="torch", choices=["torch", "dali"])
+    q.add_argument("--workers", type=int, default=0)
+    q.set_defaults(func=_predict)
+
+    lab = sub.add_parser("label", help="the paper's labelling workflow: train on labelled images, label a pool")
+    lab.add_argument("--labelled", required=True, help="labelled pool (see `classify --help`)")
+    lab.add_argument("--labels-csv", default=None)
+    lab.add_argument("--unlabelled", required=True, help="folder of images to label")
+    lab.add_argument("--out", required=True, help="output folder")
+    lab.add_argument("--threshold", default="youden",
+                     help="rule (youden, 0.5, sens>=0.90, ...) or a number (default: %(default)s)")
+    lab.add_argument("--sensitivities", type=float, nargs="+", default=[0.9, 0.95],
+                     help="targets of the fixed-sensitivity thresholds (default: 0.9 0.95)")
+    lab.add_argument("--split-seed", type=int, default=0)
+    _train_args(lab)
+    lab.set_defaults(func=_label)
+
+    s = sub.add_parser("study", help="imbalance study: ratios x (real, synthetic, oversample, weighted), resumable")
+    s.add_argument("--pool", required=True, help="labelled pool of real images (see `classify --help`)")
+    s.add_argument("--labels-csv", default=None)
+    s.add_argument("--out", required=True, help="output folder (rerun to resume)")
+    s.add_argument("--synthetic", default=None, help="folder of synthetic ERM images or a generator checkpoint")
+    s.add_argument("--ratios", nargs="+", default=["1:1", "1:0.5", "1:0.4", "1:0.3", "1:0.2", "1:0.1"],
+                   help="normal:ERM ratios (default: the paper's six)")
+    s.add_argument("--modes", nargs="+", default=["real", "synthetic", "oversample", "weighted"],
+                   choices=["real", "synthetic", "oversample", "weighted"])
+    s.add_argument("--seeds", type=int, nargs="+", default=[0], help="training seeds per cell (default: 0)")
+    s.add_argument("--split-seed", type=int, default=0)
+    s.add_argument("--no-balance-eval", action="store_true", help="keep the split's class ratio in valid/test")
+    s.add_argument("--threshold", type=float, default=0.5)
+    s.add_argument("--auc-ci", default="delong", choices=["delong", "bootstrap"])
+    s.add_argument("--n-cam", type=int, default=2, help="Grad-CAM overlays per run (default: %(default)s)")
+    s.add_argument("--truncation-psi", type=float, default=1.0, help="when generating from a checkpoint")
+    s.add_argument("--no-checkpoints", action="store_true", help="delete each run's checkpoint after testing")
+    _train_args(s)
+    s.set_defaults(func=_study)
+    return sub
+
+
+def _train(args):
+    from .labelling import train_on_pool
+    fit = train_on_pool(args.data, args.out, labels_csv=args.labels_csv, split_seed=args.split_seed,
+                        train=_config(args, class_weight=args.class_weight, oversample=args.oversample))
+    m = fit.test_metrics
+    print(f"best epoch {fit.result.best_epoch + 1}; test AUC {m.auc:.3f} [{m.auc_ci[0]:.3f}, {m.auc_ci[1]:.3f}], "
+          f"accuracy {m.accuracy:.3f}, sensitivity {m.sensitivity:.3f}, specificity {m.specificity:.3f}\n"
+          f"checkpoint: {fit.result.checkpoint}\nmetrics: {fit.metrics_json}")
+    return 0
+
+
+def _predict(args):
+    import csv
+    import io
+    import os
+
+    from retina_fast.data.dataset import write_text_atomic
+
+    from .train import items_from_source, load_classifier, predict
+    model = load_classifier(args.checkpoint, args.device)
+    items = items_from_source(args.images)
+    p = predict(model, items, batch_size=args.batch, backend=args.backend, workers=args.workers, progress=True)
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(("name", "p_erm", "label"))
+    for it, v in zip(items, p):
+        w.writerow((it.name, f"{v:.6g}", "erm" if v >= args.threshold else "normal"))
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+    write_text_atomic(args.out, buf.getvalue())
+    print(f"{len(items)} images, {int((p >= args.threshold).sum())} called ERM -> {args.out}")
+    return 0
+
+
+def _label(args):
+    from .labelling import label_pool
+    try:
+        threshold = float(args.threshold)
+    except ValueError:
+        threshold = args.threshold
+    res = label_pool(args.labelled, args.unlabelled, args.out, labels_csv=args.labels_csv, train=_config(args),
+                     split_seed=args.split_seed, sensitivities=args.sensitivities, threshold=threshold)
+    with open(res.thresholds_md, encoding="utf-8") as f:
+        print(f.read())
+    print(f"{res.n_erm} ERM, {res.n_normal} normal at {res.threshold_rule} = {res.threshold:.4f} -> {res.labels_csv}")
+    return 0
+
+
+def _study(args):
+    from .study import run_study
+    cfg = _config(args)
+    res = run_study(args.pool, args.out, labels_csv=args.labels_csv, synthetic=args.synthetic, ratios=args.ratios,
+                    modes=args.modes, seeds=args.seeds, train=cfg, split_seed=args.split_seed,
+                    balance_eval=not args.no_balance_eval, threshold=args.threshold, auc_method=args.auc_ci,
+                    n_cam=args.n_cam, truncation_psi=args.truncation_psi, keep_checkpoints=not args.no_checkpoints)
+    with open(res.table_md, encoding="utf-8") as f:
+        sys.stdout.write(f.read())
+    print(f"\n{len(res.trained)} runs trained, {len(res.skipped)} already done; results: {res.results_csv}\n"
+          f"ROC: {res.roc_png}\nmetrics vs ratio: {res.metric_png}")
+    return 0

@@ -1,0 +1,652 @@
+"""The imbalance study (the paper's Table 4), with the baselines the paper did not try.
+
+    res = run_study("pool/", "study_out", synthetic="synthetic_erm/", seeds=(0, 1))
+
+Design (paper, step 6): one patient-level 7:1:2 split of a pool of real labelled images
+(`retina_fast.classify.split.patient_split`) gives validation and test sets common to every run.
+From the training part, for each normal:ERM ratio 1:r (1:1, 1:0.5, 1:0.4, 1:0.3, 1:0.2, 1:0.1) the
+training set takes n_normal normal images and round(r * n_normal) ERM images, n_normal being all
+training normals unless there are too few ERM images for the ratio (then n_normal = n_ERM / r; the
+paper's 1:1 cell used 691 + 691, the others 1382 normals). Subsets are nested: the ERM images of
+1:0.1 are among those of 1:0.2, and so on. Each ratio is trained in each mode:
+
+- 'real': the imbalanced real set only (the paper's "No" rows);
+- 'synthetic': topped up with n_normal - n_ERM synthetic ERM images to balance (the paper's "Yes"
+  rows), from a folder of images or a generator checkpoint (`retina_fast.gan.generate`);
+- 'oversample': minority images drawn with replacement until balanced (random oversampling);
+- 'weighted': cross-entropy weighted n / (2 n_c) per class.
+
+At 1:1 the set is balanced, so every mode equals 'real' and only 'real' is trained (one row, as in
+the paper). Each (ratio, mode, seed) cell trains `train_classifier`, scores the test set, computes
+`binary_metrics` (AUC with a DeLong or bootstrap 95 % CI, accuracy/sensitivity/specificity with
+Wilson CIs) and appends one row to ``results.csv`` (whole file rewritten to a temp name, then
+renamed). A rerun skips the cells already in ``results.csv``; an interrupted cell is redone.
+
+Outputs under `outdir`::
+
+    study.json          settings that must not change between resumed runs
+    split.csv           name, patient_id, label, split (and whether the image is in the balanced eval set)
+    results.csv         one row per finished cell
+    table.md            Table 4 layout: ratio rows x modes, AUC [95 % CI], accuracy, sensitivity, specificity
+    roc.png             test ROC curves, one panel per mode, one curve per ratio
+    metric_vs_ratio.png AUC, accuracy, sensitivity, specificity against the ERM fraction, per mode
+    runs/<cell>/        history.csv, training_curve.png, test_predictions.csv, checkpoint.pt (optional),
+                        gradcam/ (overlays of the top-scoring ERM test images)
+"""
+import csv
+import glob
+import io
+import json
+import math
+import os
+import shutil
+import time
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+
+from retina_fast.data.dataset import label_code, list_images, write_text_atomic
+
+from .train import (
+    Item,
+    TrainConfig,
+    _resolve_device,
+    items_from_source,
+    predict,
+    train_classifier,
+)
+
+__all__ = [
+    "MODES",
+    "MODE_TITLES",
+    "RATIOS",
+    "StudyResult",
+    "parse_ratio",
+    "plan_cells",
+    "ratio_label",
+    "read_pool",
+    "read_results",
+    "report_study",
+    "run_study",
+]
+
+RATIOS = (1.0, 0.5, 0.4, 0.3, 0.2, 0.1)   # ERM per normal image (normal:ERM = 1:r)
+MODES = ("real", "synthetic", "oversample", "weighted")
+MODE_TITLES = {"real": "real only", "synthetic": "+ synthetic ERM", "oversample": "random oversampling",
+               "weighted": "weighted cross-entropy"}
+_FIXED_KEYS = ("pool", "n_pool", "split_seed", "fractions", "balance_eval", "synthetic", "train",
+               "threshold", "auc_method", "alpha")
+
+
+# ----------------------------------------------------------------------------------------------
+# The pool
+
+
+def _read_labels_csv(path, root):
+    with open(path, newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        cols = reader.fieldnames or []
+        name_col = next((c for c in ("name", "file", "image", "output") if c in cols), None)
+        if name_col is None or "patient_id" not in cols or "label" not in cols:
+            raise ValueError(f"labels CSV {path!r} needs columns name (or file/image), patient_id and label; "
+                             f"has {cols}")
+        items, pids = [], []
+        for i, r in enumerate(reader):
+            try:
+                lab = label_code(r["label"])
+            except ValueError as e:
+                raise ValueError(f"labels CSV {path!r} row {i + 2}: {e}") from None
+            if lab not in (0, 1):
+                raise ValueError(f"labels CSV {path!r} row {i + 2}: label must be normal/erm (0/1), got {r['label']!r}")
+            if not r["patient_id"]:
+                raise ValueError(f"labels CSV {path!r} row {i + 2}: empty patient_id")
+            items.append(Item(root, r[name_col], lab))
+            pids.append(r["patient_id"])
+    return items, pids
+
+
+def read_pool(source, labels_csv=None):
+    """Labelled real images and their patients.
+
+    Parameters
+    ----------
+    source : path
+        One of: a folder of images with `labels_csv` (or with a ``labels.csv`` inside); the output
+        folder of `retina_fast.data.prepare` (``manifest.csv`` + ``dataset/``: accepted images, the
+        manifest's pseudonymous key as patient); a dataset folder/zip with dataset.json labels (each
+        image its own patient: only right when there is one image per patient).
+    labels_csv : path, optional
+        CSV with columns ``name`` (relative to `source`), ``patient_id``, ``label`` (normal/erm or 0/1).
+
+    Returns
+    -------
+    items : list of Item
+    patient_ids : numpy array of str
+    """
+    source = os.fspath(source)
+    if labels_csv is None and os.path.isdir(source) and os.path.isfile(os.path.join(source, "labels.csv")):
+        labels_csv = os.path.join(source, "labels.csv")
+    if labels_csv is not None:
+        if not os.path.isfile(labels_csv):
+            raise ValueError(f"labels_csv not found: {labels_csv!r}")
+        items, pids = _read_labels_csv(labels_csv, source)
+    elif os.path.isfile(os.path.join(source, "manifest.csv")) and os.path.isdir(os.path.join(source, "dataset")):
+        from retina_fast.data.prepare import read_manifest
+        root = os.path.join(source, "dataset")
+        items, pids = [], []
+        for r in read_manifest(os.path.join(source, "manifest.csv")):
+            if r["status"] == "accepted" and r["label"] not in ("", None) and label_code(r["label"]) in (0, 1):
+                items.append(Item(root, r["output"], label_code(r["label"])))
+                pids.append(r["key"])
+    else:
+        items = [it for it in items_from_source(source) if it.label in (0, 1)]
+        pids = [it.name for it in items]
+    if not items:
+        raise ValueError(f"pool {source!r} holds no images labelled normal/ERM")
+    labels = np.array([it.label for it in items])
+    if not ((labels == 0).any() and (labels == 1).any()):
+        raise ValueError(f"pool {source!r} needs both normal and ERM images; labels found: {sorted(set(labels))}")
+    return items, np.array(pids, dtype=str)
+
+
+def parse_ratio(ratio):
+    """ERM fraction r of a ratio given as 0.1, '0.1' or '1:0.1' (normal:ERM); 0 < r <= 1."""
+    try:
+        if isinstance(ratio, str) and ":" in ratio:
+            a, b = (float(v) for v in ratio.split(":"))
+            r = b / a
+        else:
+            r = float(ratio)
+    except (TypeError, ValueError, ZeroDivisionError):
+        raise ValueError(f"ratio must be a number or 'normal:erm' like '1:0.1', got {ratio!r}") from None
+    if not 0 < r <= 1:
+        raise ValueError(f"ratio must give an ERM fraction in (0, 1], got {ratio!r}")
+    return r
+
+
+def ratio_label(r):
+    """'1:0.1' for 0.1."""
+    return f"1:{r:g}"
+
+
+# ----------------------------------------------------------------------------------------------
+# Planning
+
+
+def _rng(seed, *key):
+    return np.random.default_rng(np.random.SeedSequence(int(seed), spawn_key=tuple(key)))
+
+
+def _balance(idx, labels, seed):
+    """Indices with the majority class subsampled (seeded) to the minority's count, in original order."""
+    pos, neg = idx[labels[idx] == 1], idx[labels[idx] == 0]
+    k = min(len(pos), len(neg))
+    rng = _rng(seed, 7)
+    keep = np.concatenate([rng.permutation(pos)[:k], rng.permutation(neg)[:k]])
+    return np.sort(keep)
+
+
+def plan_cells(labels, assign, ratios=RATIOS, modes=MODES, *, seed=0):
+    """Training-set composition of each ratio: {r: dict(normal=indices, erm=indices, n_synthetic=int)}.
+
+    `labels` and `assign` are per pool image; indices point into the pool. Normal and ERM training
+    images are taken in one seeded order, so smaller subsets are nested in larger ones. Modes other
+    than 'real' get ``n_synthetic = n_normal - n_erm`` (used by 'synthetic' only).
+    """
+    labels = np.asarray(labels)
+    train = np.flatnonzero(np.asarray(assign) == "train")
+    normal = _rng(seed, 5).permutation(train[labels[train] == 0])
+    erm = _rng(seed, 6).permutation(train[labels[train] == 1])
+    plan = {}
+    for r in ratios:
+        n_normal = min(len(normal), math.floor(len(erm) / r + 1e-9))
+        n_erm = round(r * n_normal)
+        if n_erm < 1 or n_normal < 1:
+            raise ValueError(f"ratio {ratio_label(r)}: the training split has {len(normal)} normal and "
+                             f"{len(erm)} ERM images, too few for one ERM image at this ratio "
+                             f"(need >= {math.ceil(1 / r)} normal images)")
+        plan[r] = {"normal": normal[:n_normal], "erm": erm[:n_erm], "n_synthetic": n_normal - n_erm}
+    return plan
+
+
+def _cell_key(r, mode, seed):
+    return (f"{r:g}", mode, int(seed))
+
+
+def _cell_dir(r, mode, seed):
+    return f"ratio_1-{r:g}_{mode}_seed{int(seed)}"
+
+
+# ----------------------------------------------------------------------------------------------
+# Results file
+
+
+def read_results(path):
+    """Rows of a results.csv as dicts (numbers converted to float/int where they parse)."""
+    if not os.path.isfile(path):
+        return []
+    with open(path, newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    for row in rows:
+        for k, v in row.items():
+            if k in ("ratio", "mode", "run_dir", "auc_method"):
+                continue
+            try:
+                fv = float(v)
+                row[k] = int(fv) if fv.is_integer() and k.startswith(("n", "seed", "tp", "fp", "tn", "fn", "best")) else fv
+            except (TypeError, ValueError):
+                pass
+    return rows
+
+
+def _append_row(path, row):
+    """Append `row` to the CSV at `path`: the whole file is rewritten to a temp name, then renamed."""
+    old = ""
+    cols = list(row)
+    if os.path.isfile(path):
+        with open(path, newline="", encoding="utf-8") as f:
+            old = f.read()
+        header = next(csv.reader(io.StringIO(old)), None)
+        if header:
+            cols = header + [c for c in row if c not in header]
+            if cols != header:  # a new column: rewrite the old rows under the wider header
+                buf = io.StringIO()
+                w = csv.DictWriter(buf, fieldnames=cols, lineterminator="\n")
+                w.writeheader()
+                for r in csv.DictReader(io.StringIO(old)):
+                    w.writerow(r)
+                old = buf.getvalue()
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=cols, lineterminator="\n")
+    if not old:
+        w.writeheader()
+    w.writerow({c: row.get(c, "") for c in cols})
+    write_text_atomic(path, old + buf.getvalue())
+
+
+def _write_csv(path, header, rows):
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(header)
+    w.writerows(rows)
+    write_text_atomic(path, buf.getvalue())
+
+
+# ----------------------------------------------------------------------------------------------
+# Synthetic images
+
+
+def _synthetic_items(synthetic, n_needed, outdir, *, synthetic_seed=0, truncation_psi=1.0, device="cpu",
+                     progress=False):
+    """`n_needed` synthetic ERM items (label 1) from a folder of images or a generator checkpoint."""
+    if n_needed <= 0:
+        return []
+    if synthetic is None:
+        raise ValueError("mode 'synthetic' needs `synthetic`: a folder of synthetic ERM images or a generator "
+                         "checkpoint")
+    path = os.fspath(synthetic)
+    if os.path.isdir(path) or (os.path.isfile(path) and path.lower().endswith(".zip")):
+        items = [Item(path, name, 1) for name, _ in list_images(path)]
+        if len(items) < n_needed:
+            raise ValueError(f"synthetic folder {path!r} holds {len(items)} images; the study needs {n_needed}")
+        return items[:n_needed]
+    if not os.path.isfile(path):
+        raise ValueError(f"synthetic must be a folder of images or a generator checkpoint; not found: {path!r}")
+    try:
+        from retina_fast.gan.generate import generate_images
+    except ImportError as e:
+        raise ValueError(f"synthetic={path!r} is a checkpoint, but retina_fast.gan.generate is not available "
+                         f"({e}); give a folder of generated images instead") from None
+    gen_dir = os.path.join(outdir, "synthetic")
+    seeds = list(range(synthetic_seed, synthetic_seed + n_needed))
+    names = [f"seed{s:06d}.png" for s in seeds]
+    missing = [s for s, n in zip(seeds, names) if not os.path.isfile(os.path.join(gen_dir, n))]
+    if missing:
+        generate_images(path, missing, gen_dir, truncation_psi=truncation_psi, noise_mode="const", device=device)
+    return [Item(gen_dir, n, 1) for n in names]
+
+
+# ----------------------------------------------------------------------------------------------
+# The study
+
+
+@dataclass
+class StudyResult:
+    """Paths written by `run_study` and its rows (dicts as in results.csv)."""
+    outdir: str
+    results_csv: str
+    table_md: str
+    roc_png: str
+    metric_png: str
+    rows: list = field(default_factory=list)
+    trained: list = field(default_factory=list)   # cell keys (ratio, mode, seed) trained in this call
+    skipped: list = field(default_factory=list)   # cell keys found finished in results.csv
+    overlays: list = field(default_factory=list)
+
+
+def _settings(pool, n_pool, split_seed, fractions, balance_eval, synthetic, train, threshold, auc_method, alpha):
+    t = train.as_dict()
+    for k in ("outdir", "seed", "device", "backend", "workers", "progress", "class_weight", "oversample"):
+        t.pop(k, None)   # per cell, or not affecting results
+    return {"pool": os.path.abspath(os.fspath(pool)), "n_pool": int(n_pool), "split_seed": int(split_seed),
+            "fractions": [float(f) for f in fractions], "balance_eval": bool(balance_eval),
+            "synthetic": None if synthetic is None else os.path.abspath(os.fspath(synthetic)),
+            "train": t, "threshold": float(threshold), "auc_method": auc_method, "alpha": float(alpha)}
+
+
+def _check_resume(path, settings):
+    """Write study.json, or check a resumed run against it (a synthetic source may be added later)."""
+    old = None
+    if os.path.isfile(path):
+        with open(path, encoding="utf-8") as f:
+            old = json.load(f)
+        diff = [k for k in _FIXED_KEYS if old.get(k) != settings.get(k)
+                and not (k == "synthetic" and (old.get(k) is None or settings.get(k) is None))]
+        if diff:
+            raise ValueError(f"{path} was written with other settings ({', '.join(diff)} differ): use a new outdir, "
+                             f"or the same settings to resume")
+        if settings.get("synthetic") is None:
+            settings = {**settings, "synthetic": old.get("synthetic")}
+    if settings != old:
+        write_text_atomic(path, json.dumps(settings, indent=1, sort_keys=True) + "\n")
+
+
+def _eval_uint8(items, size):
+    """The model-input images of `items` as (n, size, size, 3) uint8 (the loaders' crop and resize)."""
+    import tempfile
+
+    from retina_fast.data.loaders import make_loader
+
+    from .train import stage_items
+    with tempfile.TemporaryDirectory(prefix="retina_fast_cam_") as tmp:
+        loader = make_loader(stage_items(items, tmp), batch_size=len(items), resolution=size)
+        x = next(iter(loader))[0]
+    return ((x.permute(0, 2, 3, 1).numpy() + 1) * 127.5).round().clip(0, 255).astype(np.uint8)
+
+
+def run_study(pool, outdir, *, labels_csv=None, synthetic=None, ratios=RATIOS, modes=MODES, seeds=(0,),
+              train=None, split_seed=0, fractions=(0.7, 0.1, 0.2), balance_eval=True, threshold=0.5,
+              auc_method="delong", n_boot=2000, alpha=0.05, n_cam=2, synthetic_seed=0, truncation_psi=1.0,
+              keep_checkpoints=True, progress=True):
+    """Train every (ratio, mode, seed) cell, resuming; write results.csv, table.md and the plots.
+
+    Parameters
+    ----------
+    pool : path
+        Real labelled images with patients, see `read_pool` (`labels_csv` as there).
+    outdir : path
+        Output folder (see the module docstring); reusing it resumes.
+    synthetic : None or path
+        Folder of synthetic ERM images (the first ones in sorted order are used) or a generator
+        checkpoint (images generated once, seeds `synthetic_seed`..., into ``outdir/synthetic``).
+        Needed by mode 'synthetic'.
+    ratios : sequence
+        ERM fractions or 'normal:erm' strings (default the paper's six).
+    modes : sequence of {'real', 'synthetic', 'oversample', 'weighted'}
+    seeds : sequence of int
+        Training seeds; each seed is one run per cell (weight init, shuffle, augmentation).
+    train : TrainConfig
+        Training settings of every run (its outdir, seed, class_weight, oversample are set per cell).
+    split_seed, fractions : the patient split (`patient_split`), common to all cells.
+    balance_eval : bool
+        Subsample the majority class of the validation and test splits to 1:1 (seeded), as the
+        paper's balanced validation/test sets; sensitivity and specificity do not depend on it,
+        accuracy does.
+    threshold : float
+        P(ERM) at or above which an image is called ERM.
+    auc_method, n_boot, alpha : AUC interval (see `binary_metrics`).
+    n_cam : int
+        Grad-CAM overlays per run for the top-scoring ERM test images (0: none).
+    keep_checkpoints : bool
+        Keep each run's ``checkpoint.pt`` (ResNet152: ~230 MB each).
+    progress : bool
+        tqdm bar over the cells.
+
+    Returns
+    -------
+    StudyResult
+
+    Raises
+    ------
+    ValueError
+        Bad arguments, a pool too small for a ratio, too few synthetic images, or an outdir written
+        with other settings.
+    """
+    from .metrics import AUC_METHODS, binary_metrics
+    from .split import check_no_leakage, patient_split
+
+    train = TrainConfig(arch="resnet152") if train is None else train
+    if not isinstance(train, TrainConfig):
+        raise TypeError(f"train must be a TrainConfig, got {type(train).__name__}")
+    ratios = sorted({parse_ratio(r) for r in ratios}, reverse=True)
+    modes = list(dict.fromkeys(modes))
+    bad = [m for m in modes if m not in MODES]
+    if bad or not modes:
+        raise ValueError(f"modes must be a non-empty subset of {MODES}, got {modes}")
+    seeds = [int(s) for s in seeds]
+    if not seeds or any(s < 0 for s in seeds):
+        raise ValueError(f"seeds must be a non-empty list of integers >= 0, got {seeds}")
+    if auc_method not in AUC_METHODS:
+        raise ValueError(f"auc_method must be one of {AUC_METHODS}, got {auc_method!r}")
+    outdir = os.path.abspath(os.fspath(outdir))
+    os.makedirs(outdir, exist_ok=True)
+
+    items, pids = read_pool(pool, labels_csv)
+    labels = np.array([it.label for it in items])
+    _check_resume(os.path.join(outdir, "study.json"),
+                  _settings(pool, len(items), split_seed, fractions, balance_eval, synthetic, train, threshold,
+                            auc_method, alpha))
+    assign = patient_split(pids, labels, fractions=fractions, seed=split_seed)
+    check_no_leakage(pids, assign)
+    idx_valid = np.flatnonzero(assign == "valid")
+    idx_test = np.flatnonzero(assign == "test")
+    if balance_eval:
+        idx_valid, idx_test = _balance(idx_valid, labels, split_seed), _balance(idx_test, labels, split_seed + 1)
+    for what, idx in (("validation", idx_valid), ("test", idx_test)):
+        if (labels[idx] == 1).sum() < 2 or (labels[idx] == 0).sum() < 2:
+            raise ValueError(f"the {what} split has {(labels[idx] == 0).sum()} normal and "
+                             f"{(labels[idx] == 1).sum()} ERM images; need >= 2 of each (pool too small)")
+    in_eval = np.zeros(len(items), bool)
+    in_eval[idx_valid] = in_eval[idx_test] = True
+    _write_csv(os.path.join(outdir, "split.csv"), ("root", "name", "patient_id", "label", "split", "in_eval"),
+               [(it.root, it.name, p, it.label, a, int(e) if a != "train" else "")
+                for it, p, a, e in zip(items, pids, assign, in_eval)])
+    plan = plan_cells(labels, assign, ratios, modes, seed=split_seed)
+    valid_items = [items[i] for i in idx_valid]
+    test_items = [items[i] for i in idx_test]
+    y_test = labels[idx_test]
+
+    cells = [(r, m, s) for r in ratios for m in modes if not (r == 1.0 and m != "real") for s in seeds]
+    need_syn = max([plan[r]["n_synthetic"] for r, m, _ in cells if m == "synthetic"], default=0)
+    syn_items = _synthetic_items(synthetic, need_syn, outdir, synthetic_seed=synthetic_seed,
+                                 truncation_psi=truncation_psi, device=_resolve_device(train.device).type)
+
+    results_csv = os.path.join(outdir, "results.csv")
+    done = {_cell_key(float(r["erm_fraction"]), r["mode"], int(r["seed"])) for r in read_results(results_csv)}
+    result = StudyResult(outdir, results_csv, os.path.join(outdir, "table.md"), os.path.join(outdir, "roc.png"),
+                         os.path.join(outdir, "metric_vs_ratio.png"))
+    bar = None
+    if progress:
+        from tqdm import tqdm
+        bar = tqdm(total=len(cells), desc="study cells", unit="run")
+    try:
+        for r, mode, seed in cells:
+            key = _cell_key(r, mode, seed)
+            if key in done:
+                result.skipped.append(key)
+                if bar:
+                    bar.update()
+                continue
+            if bar:
+                bar.set_postfix_str(f"{ratio_label(r)} {mode} seed {seed}")
+            p = plan[r]
+            train_items = [items[i] for i in p["normal"]] + [items[i] for i in p["erm"]]
+            n_syn = p["n_synthetic"] if mode == "synthetic" else 0
+            train_items += syn_items[:n_syn]
+            run_dir = os.path.join(outdir, "runs", _cell_dir(r, mode, seed))
+            if os.path.isdir(run_dir):   # left by an interrupted run of this cell
+                shutil.rmtree(run_dir)
+            cfg = replace(train, outdir=run_dir, seed=seed, progress=False,
+                          class_weight="balanced" if mode == "weighted" else None,
+                          oversample=mode == "oversample")
+            t0 = time.perf_counter()
+            res = train_classifier(train_items, valid_items, cfg)
+            seconds = time.perf_counter() - t0
+            score = predict(res.model, test_items, batch_size=max(train.batch_size, 32), backend=train.backend,
+                            workers=train.workers)
+            _write_csv(os.path.join(run_dir, "test_predictions.csv"), ("root", "name", "label", "p_erm"),
+                       [(it.root, it.name, it.label, f"{s:.6g}") for it, s in zip(test_items, score)])
+            m = binary_metrics(y_test, score, threshold, auc_method=auc_method, n_boot=n_boot, seed=seed,
+                               alpha=alpha)
+            if n_cam > 0:
+                top = [i for i in np.argsort(-score, kind="stable") if y_test[i] == 1][:n_cam]
+                if top:
+                    from .cam import save_overlays
+                    sel = [test_items[i] for i in top]
+                    save_overlays(
+                        res.model, _eval_uint8(sel, train.size),
+                        [f"rank{k + 1}_{os.path.splitext(os.path.basename(it.name))[0]}" for k, it in enumerate(sel)],
+                        os.path.join(run_dir, "gradcam"), target_class=1)
+            if not keep_checkpoints and res.checkpoint and os.path.exists(res.checkpoint):
+                os.remove(res.checkpoint)
+            row = {"ratio": ratio_label(r), "erm_fraction": f"{r:g}", "mode": mode, "seed": seed,
+                   "n_train_normal": len(p["normal"]), "n_train_erm": len(p["erm"]), "n_train_synthetic": n_syn,
+                   "n_valid": len(valid_items), "best_epoch": res.best_epoch + 1, "epochs_run": len(res.history),
+                   "train_seconds": round(seconds, 2)}
+            row.update({k: (round(v, 6) if isinstance(v, float) else v) for k, v in m.as_dict().items()})
+            row["run_dir"] = os.path.relpath(run_dir, outdir)
+            _append_row(results_csv, row)
+            result.trained.append(key)
+            if bar:
+                bar.update()
+    finally:
+        if bar:
+            bar.close()
+    report_study(outdir)
+    result.rows = read_results(results_csv)
+    result.overlays = sorted(glob.glob(os.path.join(outdir, "runs", "*", "gradcam", "*.png")))
+    return result
+
+
+# ----------------------------------------------------------------------------------------------
+# Table and plots
+
+
+def _fmt_ci(v, lo, hi):
+    return f"{v:.3f} [{lo:.3f}, {hi:.3f}]"
+
+
+def _group(rows):
+    """{(erm_fraction, mode): [rows of its seeds]}."""
+    out = {}
+    for row in rows:
+        out.setdefault((float(row["erm_fraction"]), row["mode"]), []).append(row)
+    return out
+
+
+def _cell_text(group, metric):
+    if len(group) == 1:
+        g = group[0]
+        return _fmt_ci(g[metric], g[f"{metric}_ci_lo"], g[f"{metric}_ci_hi"])
+    v = np.array([g[metric] for g in group], float)
+    return f"{v.mean():.3f} ± {v.std(ddof=1):.3f}"
+
+
+def format_table(rows):
+    """Markdown table in the layout of the paper's Table 4 (one line per ratio and mode)."""
+    groups = _group(rows)
+    seeds = sorted({int(r["seed"]) for r in rows})
+    header = ("| Normal:ERM (real) | Training set | n normal / ERM / synthetic | AUC [95% CI] | Accuracy | "
+              "Sensitivity | Specificity |")
+    lines = [header, "|---|---|---|---|---|---|---|"]
+    for r in sorted({k[0] for k in groups}, reverse=True):
+        first = True
+        for mode in MODES:
+            g = groups.get((r, mode))
+            if not g:
+                continue
+            n = f"{g[0]['n_train_normal']} / {g[0]['n_train_erm']} / {g[0]['n_train_synthetic']}"
+            cells = [_cell_text(g, k) for k in ("auc", "accuracy", "sensitivity", "specificity")]
+            lines.append(f"| {ratio_label(r) if first else ''} | {MODE_TITLES[mode]} | {n} | " + " | ".join(cells) + " |")
+            first = False
+    t0 = rows[0] if rows else {}
+    note = (f"\nTest set: {t0.get('n', '?')} images ({t0.get('n_pos', '?')} ERM, {t0.get('n_neg', '?')} normal), "
+            f"common to all runs; threshold {t0.get('threshold', '?')}; AUC CI: {t0.get('auc_method', '?')}; "
+            f"proportion CIs: Wilson.")
+    if len(seeds) > 1:
+        note += f" {len(seeds)} seeds per cell: mean ± SD over seeds."
+    return "\n".join(lines) + "\n" + note + "\n"
+
+
+def _read_predictions(path):
+    with open(path, newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    return np.array([int(r["label"]) for r in rows]), np.array([float(r["p_erm"]) for r in rows])
+
+
+def report_study(outdir):
+    """(Re)write table.md, roc.png and metric_vs_ratio.png from outdir/results.csv; return their paths."""
+    from retina_fast.report.plots import _pyplot, save_figure
+
+    from .metrics import roc_curve_points
+
+    outdir = os.fspath(outdir)
+    rows = read_results(os.path.join(outdir, "results.csv"))
+    paths = {k: os.path.join(outdir, n) for k, n in
+             (("table", "table.md"), ("roc", "roc.png"), ("metric", "metric_vs_ratio.png"))}
+    if not rows:
+        return paths
+    write_text_atomic(paths["table"], format_table(rows))
+    plt = _pyplot()
+    groups = _group(rows)
+    ratios = sorted({k[0] for k in groups}, reverse=True)
+    modes = [m for m in MODES if any(k[1] == m for k in groups)]
+    colours = plt.get_cmap("viridis")(np.linspace(0, 0.9, max(len(ratios), 1)))
+
+    fig, axes = plt.subplots(1, len(modes), figsize=(4.2 * len(modes), 4.2), squeeze=False)
+    for ax, mode in zip(axes[0], modes):
+        for c, r in zip(colours, ratios):
+            g = groups.get((r, mode)) or (groups.get((r, "real")) if r == 1.0 else None)
+            if not g:
+                continue
+            first = min(g, key=lambda row: int(row["seed"]))
+            y, s = _read_predictions(os.path.join(outdir, first["run_dir"], "test_predictions.csv"))
+            fpr, tpr, _ = roc_curve_points(y, s)
+            ax.plot(fpr, tpr, color=c, label=f"{ratio_label(r)} AUC {first['auc']:.3f}")
+        ax.plot([0, 1], [0, 1], color="grey", lw=0.8, ls=":")
+        ax.set_title(MODE_TITLES[mode])
+        ax.set_xlabel("1 - specificity")
+        ax.set_ylabel("sensitivity")
+        ax.set_aspect("equal")
+        ax.legend(fontsize=7, loc="lower right")
+    fig.suptitle("Test ROC curves (first seed of each cell)")
+    save_figure(fig, paths["roc"])
+
+    fig, axes = plt.subplots(1, 4, figsize=(16, 3.8))
+    for ax, metric in zip(axes, ("auc", "accuracy", "sensitivity", "specificity")):
+        for mode in modes:
+            xs, ys, lo, hi = [], [], [], []
+            for r in ratios:
+                g = groups.get((r, mode)) or (groups.get((r, "real")) if r == 1.0 else None)
+                if not g:
+                    continue
+                v = np.array([row[metric] for row in g], float)
+                xs.append(r)
+                ys.append(v.mean())
+                if len(g) == 1:
+                    lo.append(v[0] - g[0][f"{metric}_ci_lo"])
+                    hi.append(g[0][f"{metric}_ci_hi"] - v[0])
+                else:
+                    lo.append(v.std(ddof=1))
+                    hi.append(v.std(ddof=1))
+            ax.errorbar(xs, ys, yerr=[lo, hi], marker="o", capsize=3, label=MODE_TITLES[mode])
+        ax.set_xscale("log")
+        ax.set_xticks(ratios)
+        ax.set_xticklabels([f"{r:g}" for r in ratios])
+        ax.set_xlabel("ERM per normal image (real)")
+        ax.set_title(metric)
+        ax.set_ylim(0, 1.02)
+    axes[0].legend(fontsize=7)
+    fig.suptitle("Test metrics against the class ratio (bars: 95% CI, or SD over seeds)")
+    save_figure(fig, paths["metric"])
+    return paths
