@@ -825,15 +825,15 @@ def _train(cfg, device, rank, world, PRESETS):
         else:
             print(line)
 
+    def close_outputs():
+        for handle in (bar, stats_jsonl, tb):
+            if handle is not None:
+                handle.close()
+
     if resume is not None and trainer.cur_nimg >= total_nimg:
         if rank == 0:
             print(f"{resume_path} is at {trainer.cur_nimg / 1000:.3f} kimg, already >= kimg {cfg.kimg}: nothing to do")
-        if bar is not None:
-            bar.close()
-        if stats_jsonl is not None:
-            stats_jsonl.close()
-        if tb is not None:
-            tb.close()
+        close_outputs()
         result.last_snapshot = resume_path
         return result
 
@@ -952,12 +952,7 @@ def _train(cfg, device, rank, world, PRESETS):
             if done:
                 break
     finally:
-        if bar is not None:
-            bar.close()
-        if stats_jsonl is not None:
-            stats_jsonl.close()
-        if tb is not None:
-            tb.close()
+        close_outputs()
     result.cur_nimg = trainer.cur_nimg
     result.fid_history, result.best_fid = fid_history, best_fid
     result.augment_p = trainer.augment_p
