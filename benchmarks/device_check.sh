@@ -3,6 +3,10 @@
 # builds the extension in place, runs the CUDA-marked tests, prints the ops' ratio tables (fp32,
 # fp16), the StyleGAN2 training step at paper1024 (native vs ref), the classifier's training
 # throughput, the vessel segmentation and DALI checks. Budget: under 8 minutes on one H100.
+# Sections run in order of what is least often measured (the training step and the classifier
+# first); each prints its wall time. Rerun a subset with SECTIONS, e.g.
+#   SECTIONS="gan classify" bash benchmarks/device_check.sh
+# (all: build gan classify tests ratio formulations augment segment dali; build always runs).
 # Usage: bash benchmarks/device_check.sh [python]
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -25,32 +29,48 @@ fi
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} NUMBA_CACHE_DIR=/tmp/numba
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 $PY -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda)"
+SECTIONS=${SECTIONS:-"gan classify tests ratio formulations augment segment dali"}
+T0=$SECONDS
+section() {  # section NAME TITLE: true when NAME is selected; prints the title and the clock
+  case " $SECTIONS " in *" $1 "*) echo "== $2  [t=$((SECONDS - T0)) s]"; return 0 ;; *) return 1 ;; esac
+}
+
 echo "== build"
 time MAX_JOBS=8 $PY setup.py -q build_ext --inplace 2>&1 | grep -v -i warning | tail -20
 $PY -c "import retina_fast.ops as o; assert o.has_cuda_kernels(), 'no CUDA kernels'; print('CUDA kernels registered')" || exit 1
-echo "== CUDA tests"
-# test_loaders' CUDA case needs DALI, checked separately below.
-timeout 200 $PY -m pytest tests/test_upfirdn2d.py tests/test_bias_act.py tests/test_modconv.py tests/test_segment.py \
-  tests/test_gan_networks.py tests/test_gan_augment.py -q -m cuda -p no:cacheprovider 2>&1 | tail -25
-echo "== ratio table fp32"
-timeout 100 $PY benchmarks/ratio_table.py --device cuda --dtype float32 --repeats 5 --warmup 2 2>/tmp/ratio32.err || tail -5 /tmp/ratio32.err
-echo "== ratio table fp16"
-timeout 100 $PY benchmarks/ratio_table.py --device cuda --dtype float16 --repeats 5 --warmup 2 2>/tmp/ratio16.err || tail -5 /tmp/ratio16.err
-echo "== modulated conv formulations (ms): what modulated_conv2d dispatches to vs grouped vs ref"
-for d in float32 float16; do timeout 60 $PY benchmarks/modconv_formulations.py --device cuda --dtype $d --repeats 5 --warmup 2; done
-echo "== StyleGAN2-ADA training step, paper1024 at batch 4 (target on one H100: <= 40 s/kimg)"
-timeout 150 $PY benchmarks/gan_step.py --device cuda --preset paper1024 --batch 4 --steps 20 --warmup 5 --repeats 1
-echo "== ADA augmentation on CUDA (R1 double backward through grid_sample, timings)"
-timeout 60 $PY benchmarks/augment_gpu_check.py
-echo "== classifier: CUDA path smoke (AMP + channels_last), ResNet152 512 x 512 training images/s (target >= 450)"
-timeout 60 $PY benchmarks/classify_gpu_smoke.py
-timeout 90 $PY benchmarks/classify_throughput.py --device cuda --amp --channels-last --batch 32 --steps 15 --warmup 5
-timeout 150 $PY benchmarks/classify_throughput.py --device cuda --amp --channels-last --compile --batch 32 --steps 20 --warmup 6
-echo "== vessel segmentation (hessian, 1024 x 1024): numpy vs cupy"
-timeout 60 $PY -m pytest benchmarks/test_bench_segment.py -q -p no:cacheprovider --benchmark-only 2>&1 | tail -12
-echo "== DALI GPU decode + crop + resize, 1536 x 2048 JPEG -> 1024 (target >= 1000 img/s)"
-if $PY -c "import nvidia.dali" 2>/dev/null; then
-  timeout 120 $PY benchmarks/dali_gpu_check.py
-else
-  echo "DALI is not installed here: carry its wheel in .whl/ (see the top of this script)"
+
+if section gan "StyleGAN2-ADA training step, paper1024 at batch 4 (target on one H100: <= 40 s/kimg)"; then
+  timeout 150 $PY benchmarks/gan_step.py --device cuda --preset paper1024 --batch 4 --steps 20 --warmup 5 --repeats 1
 fi
+if section classify "classifier: CUDA path smoke (AMP + channels_last), ResNet152 512 x 512 training images/s (target >= 450)"; then
+  timeout 60 $PY benchmarks/classify_gpu_smoke.py
+  timeout 90 $PY benchmarks/classify_throughput.py --device cuda --amp --channels-last --batch 32 --steps 15 --warmup 5
+  timeout 150 $PY benchmarks/classify_throughput.py --device cuda --amp --channels-last --compile --batch 32 --steps 20 --warmup 6
+fi
+if section tests "CUDA tests"; then
+  # test_loaders' CUDA case needs DALI, checked separately below.
+  timeout 200 $PY -m pytest tests/test_upfirdn2d.py tests/test_bias_act.py tests/test_modconv.py tests/test_segment.py \
+    tests/test_gan_networks.py tests/test_gan_augment.py -q -m cuda -p no:cacheprovider 2>&1 | tail -25
+fi
+if section ratio "ratio tables fp32 and fp16"; then
+  for d in float32 float16; do
+    timeout 100 $PY benchmarks/ratio_table.py --device cuda --dtype $d --repeats 5 --warmup 2 2>/tmp/ratio.err || tail -5 /tmp/ratio.err
+  done
+fi
+if section formulations "modulated conv formulations (ms): what modulated_conv2d dispatches to vs grouped vs ref"; then
+  for d in float32 float16; do timeout 60 $PY benchmarks/modconv_formulations.py --device cuda --dtype $d --repeats 5 --warmup 2; done
+fi
+if section augment "ADA augmentation on CUDA (R1 double backward through grid_sample, timings)"; then
+  timeout 60 $PY benchmarks/augment_gpu_check.py
+fi
+if section segment "vessel segmentation (hessian, 1024 x 1024): numpy vs cupy"; then
+  timeout 60 $PY -m pytest benchmarks/test_bench_segment.py -q -p no:cacheprovider --benchmark-only 2>&1 | tail -12
+fi
+if section dali "DALI GPU decode + crop + resize, 1536 x 2048 JPEG -> 1024 (target >= 1000 img/s)"; then
+  if $PY -c "import nvidia.dali" 2>/dev/null; then
+    timeout 120 $PY benchmarks/dali_gpu_check.py
+  else
+    echo "DALI is not installed here: carry its wheel in .whl/ (see the top of this script)"
+  fi
+fi
+echo "== done  [t=$((SECONDS - T0)) s]"

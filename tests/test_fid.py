@@ -409,9 +409,11 @@ def test_generator_stats_deterministic_and_batch_independent():
     a = generator_stats(G, ext, num_images=10, batch_size=3, noise_mode="const", seed=5)
     b = generator_stats(G, ext, num_images=10, batch_size=4, noise_mode="const", seed=5)
     assert a.n == b.n == 10 and ext.seen == 20
-    # the same latents whatever the batch size (batched kernels may round a rare pixel differently)
+    # The same latents whatever the batch size. Batched kernels may round a rare pixel to the
+    # other uint8 level (images agree to ~1e-5), which moves a 64-pixel cell mean by 1/64 and a
+    # covariance entry by ~0.1: judge sigma on the scale of its entries (thousands here).
     np.testing.assert_allclose(a.mu, b.mu, rtol=1e-3, atol=1e-3)
-    np.testing.assert_allclose(a.sigma, b.sigma, rtol=1e-2, atol=1e-2)
+    np.testing.assert_allclose(a.sigma, b.sigma, rtol=1e-2, atol=1e-4 * np.abs(b.sigma).max())
     c = generator_stats(G, ext, num_images=10, batch_size=3, noise_mode="const", seed=6)
     assert not np.allclose(c.mu, a.mu)
     # random noise: reproducible for a seed, and the caller's RNG state is untouched

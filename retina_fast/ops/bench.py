@@ -99,7 +99,9 @@ def environment_line(device="cpu"):
     d = torch.device(device)
     where = torch.cuda.get_device_name(d) if d.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
     thp = os.environ.get("THP_MEM_ALLOC_ENABLE", "0")
-    return f"torch {torch.__version__}, {where}, THP_MEM_ALLOC_ENABLE={thp}"
+    line = f"torch {torch.__version__}, {where}, THP_MEM_ALLOC_ENABLE={thp}"
+    tunables = os.environ.get("GLIBC_TUNABLES")
+    return line + (f", GLIBC_TUNABLES={tunables}" if tunables else "")
 
 
 def format_table(rows):

@@ -80,6 +80,22 @@ def _check_inputs(x, f):
     return f
 
 
+def _parse_call(x, f, up, down, padding):
+    """Checked (f, up, down, pad) of an upfirdn2d call; up, down as (x, y), pad as (x0, x1, y0, y1)."""
+    f = _check_inputs(x, f)
+    up, down, pad = _parse_scaling("up", up), _parse_scaling("down", down), _parse_padding(padding)
+    _check_output_size(x, f, up, pad)
+    return f, up, down, pad
+
+
+def _output_shape(x, f_shape, up, down, pad):
+    """[N, C, out_h, out_w] of upfirdn2d with a 2-D filter of ``f_shape`` (up, down, pad parsed)."""
+    fh, fw = f_shape
+    out_h = (x.shape[2] * up[1] + pad[2] + pad[3] - fh) // down[1] + 1
+    out_w = (x.shape[3] * up[0] + pad[0] + pad[1] - fw) // down[0] + 1
+    return [x.shape[0], x.shape[1], out_h, out_w]
+
+
 def _check_output_size(x, f, up, pad):
     upx, upy = up
     fw, fh = _get_filter_size(f)
@@ -163,9 +179,7 @@ def upfirdn2d(x, f, up=1, down=1, padding=0, flip_filter=False, gain=1, impl=Non
     torch.Tensor
         ``[N, C, out_h, out_w]``, same dtype and memory format as ``x``.
     """
-    f = _check_inputs(x, f)
-    up, down, pad = _parse_scaling("up", up), _parse_scaling("down", down), _parse_padding(padding)
-    _check_output_size(x, f, up, pad)
+    f, up, down, pad = _parse_call(x, f, up, down, padding)
     if _native.resolve_impl(impl, "upfirdn2d", x.device) == "ref":
         return upfirdn2d_ref(x, f, up=up, down=down, padding=pad, flip_filter=flip_filter, gain=gain)
     if f.ndim == 1 and f.shape[0] == 1:
@@ -241,15 +255,23 @@ def _op(x, f, upx, upy, downx, downy, px0, px1, py0, py1, flip, gain):
     return torch.ops.retina_fast.upfirdn2d(x, f, upx, upy, downx, downy, px0, px1, py0, py1, flip, gain)
 
 
+def adjoint_params(params, f_shape, x_hw, y_hw):
+    """The registered op's parameters for the adjoint of upfirdn2d(params): up and down swapped, the
+    filter flipped and the padding mirrored, mapping a gradient of the output's size ``y_hw`` back
+    to the input's ``x_hw``. ``params`` = (up_x, up_y, down_x, down_y, px0, px1, py0, py1, flip, gain)."""
+    upx, upy, downx, downy, px0, px1, py0, py1, flip, gain = params
+    (ih, iw), (oh, ow), (fh, fw) = x_hw, y_hw, f_shape
+    pad = [fw - px0 - 1, iw * upx - ow * downx + px0 - upx + 1,
+           fh - py0 - 1, ih * upy - oh * downy + py0 - upy + 1]
+    return (downx, downy, upx, upy, *pad, not flip, gain)
+
+
 if _native.AVAILABLE:
     @torch.library.register_fake("retina_fast::upfirdn2d")
     def _upfirdn2d_fake(x, f, upx, upy, downx, downy, px0, px1, py0, py1, flip, gain):
-        fh, fw = f.shape
-        out_h = (x.shape[2] * upy + py0 + py1 - fh) // downy + 1
-        out_w = (x.shape[3] * upx + px0 + px1 - fw) // downx + 1
+        shape = _output_shape(x, f.shape, (upx, upy), (downx, downy), (px0, px1, py0, py1))
         # The kernels return x's suggested memory format (channels_last stays channels_last).
-        return torch.empty([x.shape[0], x.shape[1], out_h, out_w], dtype=x.dtype, device=x.device,
-                           memory_format=suggest_memory_format(x))
+        return torch.empty(shape, dtype=x.dtype, device=x.device, memory_format=suggest_memory_format(x))
 
     def _setup_context(ctx, inputs, output):
         x, f, *params = inputs
@@ -258,16 +280,9 @@ if _native.AVAILABLE:
         ctx.x_hw = (x.shape[2], x.shape[3])
 
     def _backward(ctx, dy):
-        # The adjoint of upfirdn2d is upfirdn2d with up/down swapped, the filter flipped and the
-        # padding mirrored; it is the op itself, so higher-order gradients come for free.
+        # The adjoint is the op itself, so higher-order gradients come for free.
         (f,) = ctx.saved_tensors
-        upx, upy, downx, downy, px0, px1, py0, py1, flip, gain = ctx.params
-        ih, iw = ctx.x_hw
-        oh, ow = dy.shape[2], dy.shape[3]
-        fh, fw = f.shape
-        p = [fw - px0 - 1, iw * upx - ow * downx + px0 - upx + 1,
-             fh - py0 - 1, ih * upy - oh * downy + py0 - upy + 1]
-        dx = _op(dy, f, downx, downy, upx, upy, *p, not flip, gain)
+        dx = _op(dy, f, *adjoint_params(ctx.params, f.shape, ctx.x_hw, dy.shape[2:]))
         return (dx,) + (None,) * 11
 
     torch.library.register_autograd("retina_fast::upfirdn2d", _backward, setup_context=_setup_context)
