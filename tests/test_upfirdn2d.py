@@ -61,6 +61,27 @@ def test_native_matches_reference_forward_and_backward(case, dtype):
     torch.testing.assert_close(g_nat, g_ref, **tol)
 
 
+@pytest.mark.parametrize("perturb", [0.0, 1e-3])
+@pytest.mark.parametrize("case", CASES[:30], ids=[f"case{i}" for i in range(30)])
+def test_outer_product_filters_match_reference(case, perturb):
+    """2-D filters that are outer products (StyleGAN's) take the CPU kernel's separable walk; a
+    slightly perturbed one must not (it is no longer rank 1), and both must match the reference."""
+    g = torch.Generator().manual_seed(7)
+    fh = case["fshape"][0]
+    fw = case["fshape"][-1]
+    # Small integers (scaled by 1/4) keep every product exact: a rank-1 filter in any precision.
+    u, v = (torch.randint(1, 9, (k,), generator=g) * torch.randint(0, 2, (k,), generator=g).mul(2).sub(1)
+            for k in (fh, fw))
+    f = torch.outer(u.float(), v.float()) / 4 + perturb * torch.randn(fh, fw, generator=g)
+    x = _make_x(case["shape"], case["layout"], torch.float64).requires_grad_(True)
+    kw = {k: case[k] for k in ("up", "down", "padding", "flip_filter", "gain")}
+    y_nat, y_ref = upfirdn2d(x, f, impl="native", **kw), upfirdn2d_ref(x, f, **kw)
+    torch.testing.assert_close(y_nat, y_ref, rtol=1e-10, atol=1e-10)
+    dy = torch.randn_like(y_ref)
+    torch.testing.assert_close(torch.autograd.grad(y_nat, x, dy)[0], torch.autograd.grad(y_ref, x, dy)[0],
+                               rtol=1e-10, atol=1e-10)
+
+
 @pytest.mark.parametrize("up,down,padding,fshape", [
     (2, 1, [2, 1, 2, 1], [4, 4]), (1, 2, [1, 1, 1, 1], [4, 4]), ([2, 1], [1, 3], [0, 2, -1, 3], [3, 2]),
     (1, 1, [2, 2, 1, 1], [5]),

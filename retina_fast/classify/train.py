@@ -28,7 +28,6 @@ import os
 import shutil
 import tempfile
 import time
-import zipfile
 from collections import namedtuple
 from dataclasses import asdict, dataclass, field
 
@@ -36,7 +35,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from retina_fast.data.dataset import image_name, list_images, write_text_atomic
+from retina_fast.data.dataset import (
+    DatasetReader,
+    image_name,
+    list_images,
+    write_text_atomic,
+)
 from retina_fast.data.loaders import make_loader
 
 from .model import ARCHITECTURES, ResNetClassifier, make_classifier, prepare_for_device
@@ -242,33 +246,32 @@ def stage_items(items, folder):
     """
     os.makedirs(folder, exist_ok=True)
     entries = []
-    zips = {}
+    readers = {}  # one per source, so a zip is opened once, not once per item
     try:
         for k, it in enumerate(items):
             ext = os.path.splitext(it.name)[1].lower() or ".png"
             rel = image_name(k)[:-4] + ext
             dst = os.path.join(folder, rel)
             os.makedirs(os.path.dirname(dst), exist_ok=True)
-            if os.path.isfile(it.root) and zipfile.is_zipfile(it.root):
-                z = zips.get(it.root) or zips.setdefault(it.root, zipfile.ZipFile(it.root))
+            reader = readers.get(it.root)
+            if reader is None:
                 try:
-                    data = z.read(it.name)
-                except KeyError:
-                    raise ValueError(f"{it.root}: no image named {it.name!r}") from None
+                    reader = readers[it.root] = DatasetReader(it.root)
+                except ValueError:
+                    raise ValueError(f"{it.root}: no image named {it.name!r} (no such folder or zip)") from None
+            if reader.is_zip:
                 with open(dst, "wb") as f:
-                    f.write(data)
+                    f.write(reader.read_bytes(it.name))
             else:
-                src = os.path.abspath(os.path.join(it.root, it.name))
-                if not os.path.isfile(src):
-                    raise ValueError(f"{it.root}: no image named {it.name!r}")
+                src = os.path.abspath(reader.file_path(it.name))
                 try:
                     os.symlink(src, dst)
                 except OSError:
                     shutil.copyfile(src, dst)
             entries.append((rel, it.label))
     finally:
-        for z in zips.values():
-            z.close()
+        for reader in readers.values():
+            reader.close()
     # labels None -> -1 in dataset.json (read back as None); an all-unlabelled list still gets labels
     write_text_atomic(os.path.join(folder, "dataset.json"),
                       json.dumps({"labels": [[n, -1 if lab is None else int(lab)]

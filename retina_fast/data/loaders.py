@@ -66,7 +66,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .dataset import list_images
+from .dataset import DatasetReader, list_images
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")  # the formats both backends decode identically
 BACKENDS = ("torch", "dali")
@@ -170,7 +170,7 @@ def _batches(n, batch_size, drop_last, order):
 
 
 # ----------------------------------------------------------------------------------------------
-# Reading encoded bytes
+# Listing and decoding
 
 
 def list_source(source):
@@ -187,36 +187,6 @@ def list_source(source):
     if not items:
         raise ValueError(f"source {path!r} holds no PNG/JPEG images")
     return items
-
-
-class _Reader:
-    """Encoded bytes of the source's images; a zip is opened once per process (fork-safe)."""
-
-    def __init__(self, source):
-        self.path = os.fspath(source)
-        self.is_zip = os.path.isfile(self.path) and zipfile.is_zipfile(self.path)
-        self._zip = None
-        self._pid = None
-
-    def __getstate__(self):
-        return {"path": self.path, "is_zip": self.is_zip, "_zip": None, "_pid": None}
-
-    def read(self, name):
-        if self.is_zip:
-            if self._zip is None or self._pid != os.getpid():
-                self._zip, self._pid = zipfile.ZipFile(self.path), os.getpid()
-            try:
-                return self._zip.read(name)
-            except KeyError:
-                raise ValueError(f"{self.path}: no image named {name!r}") from None
-        full = os.path.normpath(os.path.join(self.path, name))
-        if os.path.commonpath([full, os.path.normpath(self.path)]) != os.path.normpath(self.path):
-            raise ValueError(f"{self.path}: image name {name!r} points outside the source")
-        try:
-            with open(full, "rb") as f:
-                return f.read()
-        except OSError as e:
-            raise ValueError(f"{self.path}: cannot read image {name!r}: {e}") from None
 
 
 def _open(data, name, source):
@@ -328,7 +298,7 @@ class _LoaderBase:
         items = list_source(self.source)
         self.names = [n for n, _ in items]
         self.labels = np.array([-1 if lab is None else int(lab) for _, lab in items], np.int64)
-        self._reader = _Reader(self.source)
+        self._reader = DatasetReader(self.source)
 
     def set_epoch(self, epoch):
         """Epoch used by the next iteration (selects the shuffle and the augmentation draws)."""
@@ -356,7 +326,7 @@ class _TorchDataset(torch.utils.data.Dataset):
     def __getitem__(self, key):
         index, epoch = key
         name = self.names[index]
-        a = _decode(self.reader.read(name), name, self.source)
+        a = _decode(self.reader.read_bytes(name), name, self.source)
         p = augment_params(a.shape[0], a.shape[1], seed=self.seed, epoch=epoch, index=index, **self.augment)
         box = torch.from_numpy(a[p.top:p.top + p.size, p.left:p.left + p.size])
         x = resize_linear_aa(box.permute(2, 0, 1).to(torch.float32, memory_format=torch.contiguous_format),
@@ -425,7 +395,7 @@ class _DaliFeed:
             names = [ld.names[i] for i in batch]
             self.recent.append(names)
             for i, name in zip(batch, names):
-                data = ld._reader.read(name)
+                data = ld._reader.read_bytes(name)
                 width, height = _open(data, name, ld.source).size
                 p = augment_params(height, width, seed=ld.seed, epoch=epoch, index=int(i), **ld.augment)
                 cols[0].append(np.frombuffer(data, np.uint8))
@@ -483,7 +453,7 @@ class DaliLoader(_LoaderBase):
         self._iter = None
         for names in list(self._feed.recent):
             for name in names:
-                _decode(self._reader.read(name), name, self.source)  # raises ValueError naming it
+                _decode(self._reader.read_bytes(name), name, self.source)  # raises ValueError naming it
         raise RuntimeError(f"DALI failed on {self.source} (images decode with Pillow): {err}") from err
 
     def __iter__(self):

@@ -20,9 +20,9 @@ def _erm_subset(dataset, out, min_images=8, seed=0):
     A small demo cohort may hold fewer ERM images than one minibatch: it is topped up to
     `min_images` with ERM phantoms rendered at the dataset's size (said on stdout)."""
     from retina_fast.data.dataset import (
+        DatasetReader,
         image_name,
         list_images,
-        read_image,
         write_dataset_json,
         write_png,
     )
@@ -31,8 +31,9 @@ def _erm_subset(dataset, out, min_images=8, seed=0):
     listed = list_images(dataset)
     if not listed:
         raise ValueError(f"dataset {dataset!r} holds no images")
-    images = [read_image(dataset, n) for n, lab in listed if lab == 1]
-    side = read_image(dataset, listed[0][0]).shape[0]
+    with DatasetReader(dataset) as reader:
+        images = [reader.read(n) for n, lab in listed if lab == 1]
+        side = reader.read(listed[0][0]).shape[0]
     rendered = max(0, min_images - len(images))
     for i in range(rendered):
         images.append(make_fundus(seed + 20_000 + i, size=(side, side), disease="erm")[0])

@@ -11,16 +11,14 @@ float64; the covariance is the unbiased one (divides by n - 1, as numpy.cov, pyt
 clean-fid; StyleGAN2-ADA divides by n, a relative difference of 1/n).
 """
 import hashlib
-import io
 import json
 import os
 import zipfile
 
 import numpy as np
 import torch
-from PIL import Image
 
-from ..data.dataset import list_images, read_image
+from ..data.dataset import DatasetReader, list_images
 
 STATS_FORMAT = "retina_fast.fid_stats/1"
 
@@ -301,37 +299,17 @@ def compute_stats(images, extractor, *, batch_size=32, device="cpu", max_items=N
 class _DatasetImages(torch.utils.data.Dataset):
     """uint8 [3, H, W] tensors of a dataset's images, by index into `names`.
 
-    A zip is opened once per process (read_image reopens it per call, which on a 70k-image zip
-    parses the whole central directory every time).
+    One `DatasetReader` serves every item, so a zip is opened once per process, not once per image.
     """
 
     def __init__(self, source, names):
-        self.source, self.names = os.fspath(source), names
-        self.is_zip = os.path.isfile(self.source) and zipfile.is_zipfile(self.source)
-        self._zip, self._pid = None, None
-
-    def __getstate__(self):
-        return {**self.__dict__, "_zip": None, "_pid": None}
+        self.reader, self.names = DatasetReader(source), names
 
     def __len__(self):
         return len(self.names)
 
     def __getitem__(self, i):
-        name = self.names[i]
-        if self.is_zip:
-            if self._zip is None or self._pid != os.getpid():
-                self._zip, self._pid = zipfile.ZipFile(self.source), os.getpid()
-            try:
-                a = np.asarray(Image.open(io.BytesIO(self._zip.read(name))).convert("RGB"))
-            except Exception as e:
-                raise ValueError(f"{self.source}: cannot read image {name!r}: {e}") from None
-        else:
-            try:
-                a = read_image(self.source, name)
-            except ValueError:
-                raise
-            except Exception as e:
-                raise ValueError(f"{self.source}: cannot read image {name!r}: {e}") from None
+        a = self.reader.read(self.names[i])
         return torch.from_numpy(np.ascontiguousarray(a.transpose(2, 0, 1))), i
 
 
@@ -386,8 +364,8 @@ def dataset_stats(source, extractor, *, max_items=None, batch_size=32, device="c
                   num_workers=0, extractor_id=None, progress=False):
     """Feature statistics of a dataset folder, .zip, or folder of images (e.g. generated PNGs).
 
-    Images are listed and read with `retina_fast.data.dataset.list_images` / the same decoding as
-    `read_image` (RGB uint8 at their stored size; the extractor does any resizing). All images of
+    Images are listed with `retina_fast.data.dataset.list_images` and read with its `DatasetReader`
+    (RGB uint8 at their stored size; the extractor does any resizing). All images of
     the set must have the same size.
 
     Parameters
@@ -439,10 +417,14 @@ def dataset_stats(source, extractor, *, max_items=None, batch_size=32, device="c
                 return FeatureStats.load(cache_file)
             except ValueError:
                 pass  # damaged cache file: recompute and overwrite it
+    images = _DatasetImages(path, names)
     loader = torch.utils.data.DataLoader(
-        _DatasetImages(path, names), batch_size=batch_size, shuffle=False, num_workers=int(num_workers),
+        images, batch_size=batch_size, shuffle=False, num_workers=int(num_workers),
         collate_fn=_Collate(path, names))
-    stats = compute_stats(loader, extractor, device=device, max_items=len(names), progress=progress)
+    try:
+        stats = compute_stats(loader, extractor, device=device, max_items=len(names), progress=progress)
+    finally:
+        images.reader.close()  # the zip this process opened (workers' copies end with them)
     if stats.n != len(names):
         raise RuntimeError(f"{path}: read {stats.n} of {len(names)} images")
     if cache_file is not None:

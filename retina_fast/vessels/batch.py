@@ -13,7 +13,7 @@ import sys
 import numpy as np
 from tqdm import tqdm
 
-from retina_fast.data.dataset import list_images, read_image
+from retina_fast.data.dataset import DatasetReader, list_images
 from retina_fast.data.prepare import read_manifest
 
 from .amount import check_mask, vessel_amount
@@ -132,7 +132,7 @@ def _measure_one(item):
     row.update(image=name, label="" if label is None else label, n_points=0, n_segments=0, reason="",
                disc_source="")
     try:
-        image = read_image(job["path"], name)
+        image = job["reader"].read(name)
     except Exception as e:  # noqa: BLE001 - one unreadable file must not stop the batch
         row["reason"] = f"unreadable: {type(e).__name__}: {e}"
         return row
@@ -192,7 +192,9 @@ def measure_folder(path, out_csv=None, *, workers=2, segmenter=None, disc_detect
         items = items[:int(limit)]
     # forked workers cannot use a CUDA context: with a pool the default segmenter stays on the CPU
     device = "cpu" if workers is not None and workers > 1 else None
-    job = {"path": path, "segmenter": segmenter or _default_segmenter(method, checkpoint, device),
+    # one reader for the batch: a zip is opened once per worker process, not once per image
+    reader = DatasetReader(path)
+    job = {"reader": reader, "segmenter": segmenter or _default_segmenter(method, checkpoint, device),
            "disc_detector": disc_detector or _default_disc_detector, "discs": _manifest_discs(path),
            "snr_kwargs": snr_kwargs}
     bar = tqdm(total=len(items), desc="vessel metrics", unit="img", file=sys.stderr, disable=not progress)
@@ -212,6 +214,7 @@ def measure_folder(path, out_csv=None, *, workers=2, segmenter=None, disc_detect
                     bar.update()
     finally:
         bar.close()
+        reader.close()
     if out_csv is not None:
         write_rows_csv(out_csv, rows)
     return rows
