@@ -82,6 +82,17 @@ def test_outer_product_filters_match_reference(case, perturb):
                                rtol=1e-10, atol=1e-10)
 
 
+@pytest.mark.parametrize("up,in_side,padding", [(2, 1024, [2, 1, 2, 1]), (1, 2051, 0)])
+def test_outputs_beyond_the_caches_match_reference(up, in_side, padding):
+    """Outputs of 64 MiB and more are written with streaming stores on AVX-512 CPUs (the up=2
+    interleave and the plain row copy); they must hold the same values as the reference."""
+    x = torch.randn(1, 4, in_side, in_side, generator=torch.Generator().manual_seed(0))
+    f = setup_filter([1, 3, 3, 1])
+    y = upfirdn2d(x, f, up=up, padding=padding, gain=up * up, impl="native")
+    assert y.numel() * 4 >= 64 << 20
+    torch.testing.assert_close(y, upfirdn2d_ref(x, f, up=up, padding=padding, gain=up * up), rtol=1e-5, atol=1e-5)
+
+
 @pytest.mark.parametrize("up,down,padding,fshape", [
     (2, 1, [2, 1, 2, 1], [4, 4]), (1, 2, [1, 1, 1, 1], [4, 4]), ([2, 1], [1, 3], [0, 2, -1, 3], [3, 2]),
     (1, 1, [2, 2, 1, 1], [5]),
