@@ -484,6 +484,8 @@ std::tuple<at::Tensor, at::Tensor> upfirdn2d_cpu_impl(
   at::Tensor noise_e, other, dot_rows;
   if (noise.defined()) {
     TORCH_CHECK_VALUE(noise.scalar_type() == x.scalar_type(), "upfirdn2d_modulate: noise dtype must match x");
+    TORCH_CHECK_VALUE(noise.device() == x.device(), "upfirdn2d_modulate: noise is on ", noise.device(),
+                      " but x is on ", x.device());
     noise_e = noise.expand(y.sizes());
   }
   if (dot_with.defined()) {
@@ -530,6 +532,7 @@ void check_scale(const char* op, const at::Tensor& s, const at::Tensor& x) {
   TORCH_CHECK_VALUE(s.dim() == 2 && s.size(0) == x.size(0) && s.size(1) == x.size(1), op,
                     ": s must be [N, C] = [", x.size(0), ", ", x.size(1), "], got ", s.sizes());
   TORCH_CHECK_TYPE(at::isFloatingType(s.scalar_type()), op, ": s must be floating point");
+  TORCH_CHECK_VALUE(s.device() == x.device(), op, ": s is on ", s.device(), " but x is on ", x.device());
 }
 
 at::Tensor upfirdn2d_modulate_cpu(const at::Tensor& x, const at::Tensor& f, int64_t up_x, int64_t up_y,

@@ -378,7 +378,7 @@ def _prenormalize(x, weight, styles, demodulate):
     return weight, styles
 
 
-def _channels_last_pays(x, weight, up):
+def _channels_last_pays(x, up):
     """Run an upsampling convolution in channels_last on CPU? Measured here (2 cores, oneDNN):
     the strided transposed convolution is 1.4-2x faster in channels_last, and the native modulate
     and upfirdn2d kernels keep that layout (so the result is channels_last). Its weight gradient is
@@ -453,7 +453,7 @@ def modulated_conv2d(x, weight, styles, noise=None, up=1, down=1, padding=0, res
                               flip_weight, True, impl="native")
     weight, styles = _prenormalize(x, weight, styles, demodulate)
     # The layout change rides on the modulation pass (and its backward hands dx back in x's layout).
-    x = modulate(x, styles, impl="native", channels_last=_channels_last_pays(x, weight, up))
+    x = modulate(x, styles, impl="native", channels_last=_channels_last_pays(x, up))
     if _fused_epilogue_pays(x, weight, up, down, resample_filter, demodulate):
         pads = _resample_padding(resample_filter, up, down, padding)
         x, fir_padding = _transposed_conv(x, weight.to(x.dtype), up, pads, 1, flip_weight, split_layout=True)
