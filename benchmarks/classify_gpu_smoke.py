@@ -1,6 +1,6 @@
 """GPU check of the classifier's CUDA path (AMP bf16 + channels_last), for the device machine.
 
-    python benchmarks/classify_gpu_smoke.py [--backend torch|dali]
+    python benchmarks/classify_gpu_smoke.py [--backend torch|dali] [--compile [MODE]]
 
 1. `augment_batch` on a CUDA tensor equals the CPU result (same draws; float32, atol 1e-4).
 2. `train_classifier` (ResNet18, 64 px, 3 epochs, AMP bf16, channels_last) on phantom normal vs
@@ -19,6 +19,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--backend", default="torch", choices=["torch", "dali"])
+    p.add_argument("--compile", nargs="?", const=True, default=False, metavar="MODE",
+                   help="train with TrainConfig(compile=True or MODE, e.g. reduce-overhead)")
     args = p.parse_args(argv)
     import numpy as np
     import torch
@@ -49,14 +51,15 @@ def main(argv=None):
         items, _ = read_pool(pool)
         tr, va, te = items[0::3], items[1::3], items[2::3]
         cfg = TrainConfig(outdir=os.path.join(tmp, "run"), arch="resnet18", size=64, epochs=3, device="cuda",
-                          backend=args.backend, workers=2)
+                          backend=args.backend, workers=2, compile=args.compile)
         res = train_classifier(tr, va, cfg)
         p_gpu = predict(res.model, te, backend=args.backend)
         p_cpu = predict(load_classifier(res.checkpoint, "cpu"), te)
         y = np.array([it.label for it in te])
         diff = float(np.abs(p_gpu - p_cpu).max())
         auc = auc_ci(y, p_gpu)[0]
-        print(f"train_classifier on cuda ({args.backend} loader): {res.history[-1]['images_per_s']:.0f} img/s, "
+        print(f"train_classifier on cuda ({args.backend} loader{f', compile={args.compile}' if args.compile else ''}): "
+              f"{res.history[-1]['images_per_s']:.0f} img/s, "
               f"best epoch {res.best_epoch + 1}, test AUC {auc:.3f}")
         print(f"predict cuda (bf16) vs cpu (fp32): max |diff| {diff:.3f} {'OK' if diff < 0.05 else 'FAIL'}")
         ok &= diff < 0.05

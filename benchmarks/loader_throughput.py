@@ -27,29 +27,37 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-def retina_variants(n, size, seed=0):
-    """`n` distinct (size, size, 3) uint8 crops of skimage's retina photo (yielded one at a time)."""
+def make_png_folder(folder, n, size, seed=0, jobs=1):
+    """Folder of `n` distinct size x size PNGs (reused when already complete); returns the folder.
+
+    Image k is a random square crop (side 1200-1411 px) of skimage's retina photo resized to
+    `size`; `jobs` threads crop, resize, encode and write (Pillow's resize and zlib release the GIL).
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
     import skimage.data
     from PIL import Image
 
-    ret = skimage.data.retina()
-    rng = np.random.default_rng(seed)
-    for _ in range(n):
-        side = int(rng.integers(1200, 1412))
-        r, c = rng.integers(0, 1411 - side + 1, 2)
-        yield np.asarray(Image.fromarray(ret[r:r + side, c:c + side]).resize((size, size), Image.BILINEAR))
-
-
-def make_png_folder(folder, n, size, seed=0):
-    """Folder of `n` PNGs of size x size (reused when already complete); returns the folder."""
     from retina_fast.data.dataset import write_png
 
     os.makedirs(folder, exist_ok=True)
     names = [f"img{i:05d}.png" for i in range(n)]
     if all(os.path.exists(os.path.join(folder, f)) for f in names):
         return folder
-    for name, a in zip(names, retina_variants(n, size, seed)):
-        write_png(os.path.join(folder, name), a)
+    ret = skimage.data.retina()
+    rng = np.random.default_rng(seed)
+    boxes = []
+    for _ in range(n):
+        side = int(rng.integers(1200, 1412))
+        boxes.append((side, *rng.integers(0, 1411 - side + 1, 2)))
+
+    def write(k):
+        side, r, c = boxes[k]
+        crop = Image.fromarray(ret[r:r + side, c:c + side]).resize((size, size), Image.BILINEAR)
+        write_png(os.path.join(folder, names[k]), np.asarray(crop))
+
+    with ThreadPoolExecutor(max(1, jobs)) as pool:
+        list(pool.map(write, range(n)))
     return folder
 
 
@@ -94,7 +102,7 @@ def main():
         print("no CUDA GPU visible to torch: nothing to measure with --device cuda")
         return 0
     folder = a.data or os.path.join(tempfile.gettempdir(), f"retina_fast_loader_bench_{a.n}x{a.size}")
-    make_png_folder(folder, a.n, a.size)
+    make_png_folder(folder, a.n, a.size, jobs=a.workers)
     try:
         import nvidia.dali  # noqa: F401
         have_dali = True

@@ -146,6 +146,8 @@ def test_train_checkpoint_roundtrip_predict(pool, tmp_path):
         train_classifier([Item(pool[0], tr[0].name, None)] + tr, va, TrainConfig(epochs=1, **TINY))
     with pytest.raises(ValueError, match="cfg.size"):
         train_classifier(tr, va, TrainConfig(epochs=1, arch="resnet18", size=16))
+    with pytest.raises(ValueError, match="cfg.compile"):
+        train_classifier(tr, va, TrainConfig(epochs=1, compile="fastest", **TINY))
     with pytest.raises(ValueError, match="nothere.png"):
         train_classifier(tr + [Item(pool[0], "nothere.png", 1)], va, TrainConfig(epochs=1, **TINY))
 
@@ -347,7 +349,7 @@ def test_label_pool_workflow(pool, tmp_path):
 
 
 def test_cli_predict_and_parse(pool, tmp_path):
-    from retina_fast.classify.cli import register
+    from retina_fast.classify.cli import _config, register
 
     items, _ = read_pool(pool[0])
     res = train_classifier(items[:20], items[20:30], TrainConfig(outdir=str(tmp_path / "m"), epochs=1, **TINY))
@@ -364,6 +366,12 @@ def test_cli_predict_and_parse(pool, tmp_path):
     args = parser.parse_args(["classify", "study", "--pool", "p", "--out", "o", "--ratios", "1:1", "1:0.1",
                               "--modes", "real", "synthetic", "--seeds", "0", "1", "--arch", "resnet18"])
     assert args.ratios == ["1:1", "1:0.1"] and args.seeds == [0, 1] and args.batch == 10 and args.size == 512
+    assert args.compile is False
+    for flags, mode in ((["--compile"], True), (["--compile", "reduce-overhead"], "reduce-overhead")):
+        args = parser.parse_args(["classify", "study", "--pool", "p", "--out", "o", *flags])
+        assert args.compile == mode and _config(args).compile == mode
+    with pytest.raises(SystemExit):
+        parser.parse_args(["classify", "study", "--pool", "p", "--out", "o", "--compile", "fastest"])
 
 
 def test_study_synthetic_from_generator_checkpoint(pool, tmp_path):

@@ -442,7 +442,8 @@ class DaliLoader(_LoaderBase):
             img = fn.flip(img, horizontal=xflip, vertical=yflip, device=op)
             img = fn.crop_mirror_normalize(img, mean=127.5, std=127.5, dtype=types.FLOAT,
                                            output_layout="CHW", device=op)
-            return img, label
+            # labels travel with the images: a host tensor would need a stalling copy per batch
+            return img, (label.gpu() if gpu else label)
 
         p = pipe()
         p.build()

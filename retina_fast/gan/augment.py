@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 
 from retina_fast.ops import downsample2d, setup_filter, upsample2d
+from retina_fast.transfer import host_to_device
 
 __all__ = ["AugmentPipe", "AdaController", "AUGPIPE_SPECS", "WAVELETS"]
 
@@ -169,15 +170,6 @@ class _GridSampleBackward(torch.autograd.Function):
 
 def _grid_sample(x, grid):
     return _GridSample.apply(x, grid)
-
-
-def _to_device(t, device):
-    """Copy a small host tensor to ``device`` without stalling the host on CUDA (pinned copy)."""
-    if t.device == device:
-        return t
-    if device.type == "cuda":
-        return t.pin_memory().to(device, non_blocking=True)
-    return t.to(device)
 
 
 def _sym_filter_bank():
@@ -483,7 +475,7 @@ class AugmentPipe(torch.nn.Module):
             C = (vv + (I_4 - vv) * s.to(_MAT_DTYPE)) @ C
 
         if color_on:
-            images = self._apply_color(images, _to_device(C, device))
+            images = self._apply_color(images, host_to_device(C, device))
 
         # ------------------------------------------------------------------
         if self.imgfilter > 0:
@@ -495,7 +487,7 @@ class AugmentPipe(torch.nn.Module):
             if debug_percentile is not None:
                 sigma = torch.full_like(sigma, 1.0) * (torch.erfinv(debug_percentile) * self.noise_std)
             # sigma is 0 for untouched samples, which therefore stay bit-identical.
-            sigma = _to_device(sigma.to(images.dtype), device)
+            sigma = host_to_device(sigma.to(images.dtype), device)
             images = images + torch.randn_like(images) * sigma
 
         if self.cutout > 0:
@@ -505,7 +497,7 @@ class AugmentPipe(torch.nn.Module):
             if debug_percentile is not None:
                 size = torch.full_like(size, self.cutout_size)
                 center = torch.full_like(center, 1.0) * debug_percentile
-            size, center = _to_device(size, device), _to_device(center, device)
+            size, center = host_to_device(size, device), host_to_device(center, device)
             coord_x = torch.arange(width, device=device).reshape([1, 1, 1, -1])
             coord_y = torch.arange(height, device=device).reshape([1, 1, -1, 1])
             mask_x = ((coord_x + 0.5) / width - center[:, 0]).abs() >= size[:, 0] / 2
@@ -546,7 +538,7 @@ class AugmentPipe(torch.nn.Module):
             if n == batch_size:
                 return run(images, mats)
             if n > 0:
-                idx_dev = _to_device(idx, device)
+                idx_dev = host_to_device(idx, device)
                 out = out.index_copy(0, idx_dev, run(images.index_select(0, idx_dev), mats[idx]))
         return out
 
@@ -555,7 +547,7 @@ class AugmentPipe(torch.nn.Module):
         """Exact pixel copy for signed-permutation + integer-shift transforms, reflect borders."""
         n, num_channels, height, width = x.shape
         device = x.device
-        m = _to_device(G_pix.round().long(), device)                   # exact small integers
+        m = host_to_device(G_pix.round().long(), device)                   # exact small integers
         ys, xs = torch.meshgrid(torch.arange(height, device=device), torch.arange(width, device=device),
                                 indexing="ij")
         ys, xs = ys.reshape(1, -1), xs.reshape(1, -1)
@@ -611,7 +603,7 @@ class AugmentPipe(torch.nn.Module):
         # Sample the output (with 2 * hz_pad extra pixels per side for the downsampling filter).
         out_h, out_w = (height + hz_pad * 2) * 2, (width + hz_pad * 2) * 2
         G = _scale2d(2 / x.shape[3], 2 / x.shape[2], ones) @ G @ _scale2d(out_w / 2, out_h / 2, ones)
-        grid = _affine_grid(_to_device(G[:, :2, :], device), out_h, out_w, x.dtype)
+        grid = _affine_grid(host_to_device(G[:, :2, :], device), out_h, out_w, x.dtype)
         x = _grid_sample(x, grid)
 
         x = downsample2d(x, f, down=2, padding=-hz_pad * 2, flip_filter=True, impl=self.impl)
@@ -655,8 +647,8 @@ class AugmentPipe(torch.nn.Module):
             t[:, i] = t_i
             t = t / (expected_power * t.square()).sum(dim=-1, keepdim=True).sqrt()  # keep power
             g = g * t
-        hz = _to_device((g.double() @ fbank.double()).to(images.dtype), device)  # [N, taps]
-        touched = _to_device(touched, device)
+        hz = host_to_device((g.double() @ fbank.double()).to(images.dtype), device)  # [N, taps]
+        touched = host_to_device(touched, device)
         hz = hz[:, None, :].repeat([1, num_channels, 1]).reshape([batch_size * num_channels, 1, -1])
         pad = fbank.shape[1] // 2
         x = images.reshape([1, batch_size * num_channels, height, width])
