@@ -403,3 +403,17 @@ def test_dali_and_torch_backends_train_alike(pool):
     runs = [train_classifier(tr, va, TrainConfig(epochs=1, backend=b, **TINY)) for b in ("dali", "torch")]
     assert runs[0].history[0]["train_loss"] == pytest.approx(runs[1].history[0]["train_loss"], rel=1e-4)
     np.testing.assert_allclose(predict(runs[0].model, va, backend="dali"), predict(runs[0].model, va), atol=1e-5)
+
+
+def test_compiled_training_matches_eager(pool):
+    """compile='reduce-overhead' (no CUDA graphs on the CPU) trains the same weights as eager: the
+    compiled wrapper shares the model's parameters, so the kept model is the trained one."""
+    items, _ = read_pool(pool[0])
+    tr, va = items[:20], items[20:30]
+    cfg = dict(epochs=1, augment=False, arch="resnet18", size=32, batch_size=10, device="cpu")
+    eager = train_classifier(tr, va, TrainConfig(**cfg))
+    compiled = train_classifier(tr, va, TrainConfig(compile="reduce-overhead", **cfg))
+    untrained = train_classifier(tr, va, TrainConfig(**{**cfg, "lr": 1e-12}))
+    p_e, p_c, p_u = (predict(r.model, va) for r in (eager, compiled, untrained))
+    np.testing.assert_allclose(p_c, p_e, atol=2e-3)
+    assert np.abs(p_e - p_u).max() > 10 * max(np.abs(p_c - p_e).max(), 1e-4)
