@@ -105,7 +105,6 @@ def measure(args, batch, backends, *, amp, channels_last, compile_model=False):
     opt = torch.optim.Adam(model.parameters(), lr=1e-4, fused=device.type == "cuda")
     step_model = torch.compile(model, mode=args.compile_mode) if compile_model else model
     # train_step reads the device from the parameters, works on the compiled wrapper too
-    graphs = compile_model and args.compile_mode == "reduce-overhead"
     kw = dict(amp=amp, amp_dtype="bfloat16", channels_last=channels_last)
     for backend in backends:
         batches = _batches(args, backend, batch, device)
@@ -113,16 +112,12 @@ def measure(args, batch, backends, *, amp, channels_last, compile_model=False):
             torch.cuda.reset_peak_memory_stats(device)
         for i in range(args.warmup):
             x, y = next(batches)
-            if graphs:  # each step starts a new CUDA-graph generation
-                torch.compiler.cudagraph_mark_step_begin()
             train_step(step_model, opt, x, y, augment=dict(seed=0, epoch=0, step=i), **kw)
         _sync(device)
         n = 0
         t0 = time.perf_counter()
         for i in range(args.steps):
             x, y = next(batches)
-            if graphs:
-                torch.compiler.cudagraph_mark_step_begin()
             loss = train_step(step_model, opt, x, y, augment=dict(seed=0, epoch=1, step=i), **kw)
             n += x.shape[0]
         float(loss)  # sync

@@ -27,6 +27,7 @@ import json
 import math
 import os
 import shutil
+import sys
 import tempfile
 import time
 from collections import namedtuple
@@ -499,6 +500,11 @@ def train_step(model, opt, x, y, *, augment=None, amp=False, amp_dtype="bfloat16
     cross-entropy; scaler : a torch.amp.GradScaler (float16) or None.
     """
     device = next(model.parameters()).device
+    # A new step: CUDA graphs of a model compiled with mode='reduce-overhead' may now reuse the last
+    # step's output memory. Graphs exist only once inductor loaded its graph trees; checking that
+    # spares eager training the 2 s import.
+    if "torch._inductor.cudagraph_trees" in sys.modules:
+        torch.compiler.cudagraph_mark_step_begin()
     x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
     if augment is not None:
         x = augment_batch(x, **augment)
@@ -563,7 +569,6 @@ def train_classifier(train_items, valid_items, cfg=None):
     model.input_size = int(cfg.size)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, fused=device.type == "cuda")
     fwd = _compiled(model, cfg.compile)   # shares the parameters with `model`
-    graphs = cfg.compile == "reduce-overhead" and device.type == "cuda"
     scaler = torch.amp.GradScaler(device.type) if amp and cfg.amp_dtype == "float16" else None
     crit_w = None if weight is None else torch.tensor(weight, dtype=torch.float32, device=device)
     outdir = cfg.outdir
@@ -593,8 +598,6 @@ def train_classifier(train_items, valid_items, cfg=None):
             for step, (x, y) in enumerate(train_loader):
                 aug = dict(seed=cfg.seed, epoch=epoch, step=step, shift=cfg.shift, zoom=cfg.zoom,
                            rotation=cfg.rotation) if cfg.augment else None
-                if graphs:  # a step's CUDA graphs may overwrite the last step's outputs: say it is over
-                    torch.compiler.cudagraph_mark_step_begin()
                 loss = train_step(fwd, opt, x, y, augment=aug, amp=amp, amp_dtype=cfg.amp_dtype,
                                   channels_last=channels_last, weight=crit_w, scaler=scaler)
                 total = total + loss * x.shape[0]   # stays on the device: no sync per step
