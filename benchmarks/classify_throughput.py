@@ -1,8 +1,8 @@
 """Training throughput of the classifier (images/s): ResNet152 at 512 x 512 by default.
 
     python benchmarks/classify_throughput.py --device cuda --amp --channels-last --batch 10 32 --steps 30
-    python benchmarks/classify_throughput.py --device cuda --amp --channels-last --compile --compile-mode \\
-        reduce-overhead --backend synthetic-tensor dali --batch 64 --workers 12 --images 512
+    python benchmarks/classify_throughput.py --device cuda --amp --channels-last --compile reduce-overhead \\
+        --backend synthetic-tensor dali --batch 64 --workers 12 --images 512
     python benchmarks/classify_throughput.py --device cpu --batch 2 --steps 3 --threads 2
     python benchmarks/classify_throughput.py --device cuda --compare     # fp32 vs AMP, NCHW vs channels_last
 
@@ -17,7 +17,7 @@ backward, Adam (fused on CUDA). Backends:
   times the loader alone, so a reader sees whether the input or the model sets the pace.
   Several backends are timed with one model, compiled once.
 
-With --compile each batch size is compiled once (``torch.compile(model)``, --compile-mode); the
+With --compile [MODE] each batch size is compiled once (``torch.compile(model, mode=MODE)``); the
 warm-up steps (compilation, cuDNN autotuning with --benchmark-cudnn, the default on CUDA) are not
 timed; then --steps steps are timed with a device sync at the end. Rows run one after the other in
 one process, so their ratios are meaningful. Target on one H100 (AMP + channels_last + DALI):
@@ -25,7 +25,7 @@ one process, so their ratios are meaningful. Target on one H100 (AMP + channels_
 
 Measured on one H100 (torch 2.11, 2026-11-26), synthetic tensors, AMP bf16 + channels_last:
 eager 138 / 309 / 369 images/s at batch 10 / 32 / 64; --compile 386 at batch 32;
---compile --compile-mode reduce-overhead 530 at batch 64. Eager at batch 10 is bound by the host
+--compile reduce-overhead 530 at batch 64. Eager at batch 10 is bound by the host
 launching kernels (73 ms a step for 10 images against 104 ms for 32).
 """
 import argparse
@@ -103,7 +103,8 @@ def measure(args, batch, backends, *, amp, channels_last, compile_model=False):
     torch.manual_seed(0)
     model = make_classifier(args.arch, 2, device=device, channels_last=channels_last)
     opt = torch.optim.Adam(model.parameters(), lr=1e-4, fused=device.type == "cuda")
-    step_model = torch.compile(model, mode=args.compile_mode) if compile_model else model
+    mode = None if args.compile is True else args.compile
+    step_model = torch.compile(model, mode=mode) if compile_model else model
     # train_step reads the device from the parameters, works on the compiled wrapper too
     kw = dict(amp=amp, amp_dtype="bfloat16", channels_last=channels_last)
     for backend in backends:
@@ -128,6 +129,8 @@ def measure(args, batch, backends, *, amp, channels_last, compile_model=False):
 
 
 def main(argv=None):
+    from retina_fast.classify.train import COMPILE_MODES
+
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--arch", default="resnet152")
     p.add_argument("--size", type=int, default=512)
@@ -137,10 +140,8 @@ def main(argv=None):
     p.add_argument("--device", default="cuda")
     p.add_argument("--amp", action="store_true", help="bfloat16 autocast")
     p.add_argument("--channels-last", action="store_true")
-    p.add_argument("--compile", action="store_true", help="torch.compile the model")
-    p.add_argument("--compile-mode", default=None,
-                   choices=[None, "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"],
-                   help="torch.compile mode (default: torch's default)")
+    p.add_argument("--compile", nargs="?", const=True, default=False, metavar="MODE", choices=COMPILE_MODES,
+                   help="torch.compile the model, in MODE (e.g. reduce-overhead: CUDA graphs) or torch's default")
     p.add_argument("--backend", nargs="+", default=["synthetic-tensor"], choices=["synthetic-tensor", "torch", "dali"],
                    help="input backends, each timed with the same (compiled) model")
     p.add_argument("--workers", type=int, default=8, help="loader workers (torch processes / DALI threads)")
@@ -164,7 +165,7 @@ def main(argv=None):
         name = f"CPU, {torch.get_num_threads()} threads"
     print(f"# classifier training throughput: {args.arch} {args.size}x{args.size}, {args.steps} timed steps "
           f"after {args.warmup} warm-up; {name}; torch {torch.__version__}")
-    configs = [(args.amp, args.channels_last, args.compile)]
+    configs = [(args.amp, args.channels_last, bool(args.compile))]
     if args.compare:
         configs = [(False, False, False), (True, False, False), (True, True, False)] + (
             [(True, True, True)] if args.compile else [])
@@ -180,7 +181,7 @@ def main(argv=None):
                     continue
                 print(f"| {backend}, loader alone | {batch} | | | | {ips:.1f} | {ms:.1f} | |", flush=True)
         for amp, cl, comp in configs:
-            mode = f" ({args.compile_mode})" if comp and args.compile_mode else ""
+            mode = f" ({args.compile})" if comp and args.compile is not True else ""
             rows = measure(args, batch, args.backend, amp=amp, channels_last=cl, compile_model=comp)
             try:
                 for backend, ips, ms, mem in rows:

@@ -148,6 +148,10 @@ def test_train_checkpoint_roundtrip_predict(pool, tmp_path):
         train_classifier(tr, va, TrainConfig(epochs=1, arch="resnet18", size=16))
     with pytest.raises(ValueError, match="cfg.compile"):
         train_classifier(tr, va, TrainConfig(epochs=1, compile="fastest", **TINY))
+    with pytest.raises(ValueError, match="cfg.backend"):
+        train_classifier(tr, va, TrainConfig(epochs=1, backend="pillow", **TINY))
+    with pytest.raises(ValueError, match="cfg.workers"):
+        train_classifier(tr, va, TrainConfig(epochs=1, workers=-2, **TINY))
     with pytest.raises(ValueError, match="nothere.png"):
         train_classifier(tr + [Item(pool[0], "nothere.png", 1)], va, TrainConfig(epochs=1, **TINY))
 

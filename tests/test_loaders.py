@@ -10,8 +10,9 @@ import torch
 from PIL import Image
 
 from retina_fast.data.dataset import list_images, write_dataset_json, write_png, zip_dataset
-from retina_fast.data.loaders import (augment_params, epoch_order, list_source, make_loader,
-                                      resize_linear_aa)
+from retina_fast.data import loaders
+from retina_fast.data.loaders import (augment_params, default_workers, epoch_order, list_source, make_loader,
+                                      resize_linear_aa, resolve_backend)
 
 N_IMAGES, SIDE, RES = 12, 256, 96
 JPEG_EVERY = 3  # images 0, 3, 6, 9 are JPEG, the rest PNG
@@ -285,6 +286,39 @@ def test_bad_arguments(dataset, tmp_path):
     with pytest.raises(ValueError, match="no PNG/JPEG"):
         make_loader(tmp_path / "empty")
     assert list_images(src) == list_source(src)
+
+
+def test_auto_backend_is_dali_on_cuda_only_when_installed(monkeypatch):
+    assert resolve_backend("auto", "cpu") == "torch"
+    assert resolve_backend("dali", "cpu") == "dali" and resolve_backend("torch", "cuda:1") == "torch"
+    monkeypatch.setattr(loaders, "_dali_importable", lambda: True)
+    assert resolve_backend("auto", "cuda") == "dali" and resolve_backend("auto", torch.device("cuda", 1)) == "dali"
+    monkeypatch.setattr(loaders, "_dali_importable", lambda: False)
+    assert resolve_backend("auto", "cuda") == "torch"
+    with pytest.raises(ValueError, match="backend"):
+        resolve_backend("tf", "cpu")
+
+
+def test_dali_importable_sees_a_missing_package(monkeypatch):
+    import sys
+    monkeypatch.setitem(sys.modules, "nvidia.dali", None)   # import raises ImportError
+    assert not loaders._dali_importable()
+
+
+def test_default_workers(monkeypatch):
+    # on the CPU the model needs the cores; on CUDA the loader takes most of them, leaving two
+    assert default_workers("torch", "cpu") == 0 and default_workers("dali", "cpu") == 1
+    for cores, dali, torch_procs in [(16, 12, 8), (64, 12, 8), (8, 6, 6), (2, 1, 1), (1, 1, 1)]:
+        monkeypatch.setattr(loaders.os, "sched_getaffinity", lambda _pid, n=cores: set(range(n)))
+        assert default_workers("dali", "cuda") == dali and default_workers("torch", "cuda:0") == torch_procs
+
+
+def test_auto_loader_on_cpu(dataset):
+    auto = make_loader(dataset["dir"], backend="auto", num_workers=None, batch_size=4, resolution=32)
+    assert isinstance(auto, loaders.TorchLoader) and auto.num_workers == 0
+    x, y, _ = _collect(auto)
+    xt, yt, _ = _collect(make_loader(dataset["dir"], batch_size=4, resolution=32))
+    assert torch.equal(x, xt) and torch.equal(y, yt)
 
 
 @pytest.mark.cuda

@@ -27,8 +27,10 @@ def _train_args(p, epochs=30):
     g.add_argument("--patience", type=int, default=None, help="stop after N epochs without a better valid loss")
     g.add_argument("--seed", type=int, default=0, help="training seed (default: %(default)s)")
     g.add_argument("--device", default="auto", help="cpu, cuda or auto (default)")
-    g.add_argument("--backend", default="torch", choices=["torch", "dali"], help="image loader (default: torch)")
-    g.add_argument("--workers", type=int, default=0, help="loader workers (default: %(default)s)")
+    g.add_argument("--backend", default="auto", choices=["auto", "torch", "dali"],
+                   help="image loader (default: auto, DALI on CUDA when installed, else torch)")
+    g.add_argument("--workers", type=int, default=None,
+                   help="loader workers (default: 0 on the CPU, most cores on CUDA)")
     g.add_argument("--amp", default=None, choices=["on", "off"], help="mixed precision (default: on for CUDA)")
     g.add_argument("--compile", nargs="?", const=True, default=False, metavar="MODE",
                    choices=["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"],
@@ -69,8 +71,8 @@ def register(subparsers):
     q.add_argument("--threshold", type=float, default=0.5, help="ERM when p_erm >= this (default: %(default)s)")
     q.add_argument("--device", default="auto")
     q.add_argument("--batch", type=int, default=32)
-    q.add_argument("--backend", default="torch", choices=["torch", "dali"])
-    q.add_argument("--workers", type=int, default=0)
+    q.add_argument("--backend", default="auto", choices=["auto", "torch", "dali"])
+    q.add_argument("--workers", type=int, default=None)
     q.set_defaults(func=_predict)
 
     lab = sub.add_parser("label", help="the paper's labelling workflow: train on labelled images, label a pool")

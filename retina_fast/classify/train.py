@@ -43,7 +43,7 @@ from retina_fast.data.dataset import (
     list_images,
     write_text_atomic,
 )
-from retina_fast.data.loaders import make_loader
+from retina_fast.data.loaders import BACKENDS, make_loader
 from retina_fast.transfer import host_to_device
 
 from .model import ARCHITECTURES, ResNetClassifier, make_classifier, prepare_for_device
@@ -141,10 +141,12 @@ class TrainConfig:
     seed : int
         Seeds the weight initialisation, the shuffle, the loaders and the augmentation.
     device : 'auto', 'cpu', 'cuda'
-    backend : 'torch' or 'dali'
-        `make_loader` backend (DALI decodes on the GPU when device is CUDA).
-    workers : int
-        Loader workers (torch processes / DALI threads).
+    backend : 'auto', 'torch' or 'dali'
+        `make_loader` backend (DALI decodes on the GPU when device is CUDA); 'auto' (default): DALI
+        on CUDA when it is installed, torch otherwise.
+    workers : None or int
+        Loader workers (torch processes / DALI threads); None (default): none beside a model trained
+        on the CPU, most cores on CUDA (`retina_fast.data.loaders.default_workers`).
     amp : None or bool
         Mixed precision (torch.autocast); None = on for CUDA. `amp_dtype` 'bfloat16' or 'float16'
         (float16 uses a gradient scaler).
@@ -177,8 +179,8 @@ class TrainConfig:
     patience: int = None
     seed: int = 0
     device: str = "auto"
-    backend: str = "torch"
-    workers: int = 0
+    backend: str = "auto"
+    workers: int = None
     amp: bool = None
     amp_dtype: str = "bfloat16"
     channels_last: bool = None
@@ -229,6 +231,11 @@ def _check_config(cfg):
         raise ValueError(f"cfg.class_weight must be None, 'balanced' or two positive weights, got {cw!r}")
     if cfg.amp_dtype not in ("bfloat16", "float16"):
         raise ValueError(f"cfg.amp_dtype must be 'bfloat16' or 'float16', got {cfg.amp_dtype!r}")
+    if cfg.backend not in ("auto",) + BACKENDS:
+        raise ValueError(f"cfg.backend must be 'auto' or one of {BACKENDS}, got {cfg.backend!r}")
+    w = cfg.workers
+    if w is not None and (isinstance(w, bool) or not isinstance(w, (int, np.integer)) or w < 0):
+        raise ValueError(f"cfg.workers must be None or an integer >= 0, got {w!r}")
     if not (isinstance(cfg.compile, bool) or cfg.compile in COMPILE_MODES):
         raise ValueError(f"cfg.compile must be True, False or one of {COMPILE_MODES}, got {cfg.compile!r}")
     if cfg.patience is not None and (isinstance(cfg.patience, bool) or int(cfg.patience) < 1):
@@ -635,7 +642,7 @@ def train_classifier(train_items, valid_items, cfg=None):
                        history_csv=hist_csv, curve_png=curve)
 
 
-def predict(model, items, *, size=None, batch_size=32, device=None, backend="torch", workers=0, amp=None,
+def predict(model, items, *, size=None, batch_size=32, device=None, backend="auto", workers=None, amp=None,
             progress=False):
     """Probability of class 1 (ERM) for each item, in order.
 
@@ -645,7 +652,8 @@ def predict(model, items, *, size=None, batch_size=32, device=None, backend="tor
     items : sequence of Item / image file paths, or a dataset folder/zip / folder of images
     size : int, optional
         Input side in pixels; default ``model.input_size`` (set by training and loading).
-    batch_size, backend, workers : loader settings (see `make_loader`).
+    batch_size, backend, workers : loader settings (see `make_loader`; by default DALI on CUDA when
+        installed, with `default_workers`).
     device : optional
         Default: the model's device.
     amp : None or bool
