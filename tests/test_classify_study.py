@@ -409,14 +409,32 @@ def test_dali_and_torch_backends_train_alike(pool):
     np.testing.assert_allclose(predict(runs[0].model, va, backend="dali"), predict(runs[0].model, va), atol=1e-5)
 
 
-def test_compiled_training_matches_eager(pool):
+def test_compiled_training_matches_eager(pool, monkeypatch):
     """compile='reduce-overhead' (no CUDA graphs on the CPU) trains the same weights as eager: the
-    compiled wrapper shares the model's parameters, so the kept model is the trained one."""
+    compiled wrapper shares the model's parameters, so the kept model is the trained one. Only
+    full batches reach the compiled step (one static shape, no second compile)."""
+    from retina_fast.classify import train as train_mod
+
     items, _ = read_pool(pool[0])
-    tr, va = items[:20], items[20:30]
+    tr, va = items[:25], items[25:35]   # batches of 10, 10 and 5
     cfg = dict(epochs=1, augment=False, arch="resnet18", size=32, batch_size=10, device="cpu")
     eager = train_classifier(tr, va, TrainConfig(**cfg))
+    compiled_batches = []
+    real_compiled = train_mod._compiled
+
+    def spy(model, mode):
+        step = real_compiled(model, mode)
+        if mode is False:
+            return step
+
+        def call(x):
+            compiled_batches.append(x.shape[0])
+            return step(x)
+        call.parameters = step.parameters
+        return call
+    monkeypatch.setattr(train_mod, "_compiled", spy)
     compiled = train_classifier(tr, va, TrainConfig(compile="reduce-overhead", **cfg))
+    assert compiled_batches == [10, 10]
     untrained = train_classifier(tr, va, TrainConfig(**{**cfg, "lr": 1e-12}))
     p_e, p_c, p_u = (predict(r.model, va) for r in (eager, compiled, untrained))
     np.testing.assert_allclose(p_c, p_e, atol=2e-3)

@@ -158,8 +158,9 @@ class TrainConfig:
         graphs, which removes the host's per-kernel launch cost: the fastest setting measured
         (ResNet152, 512 px, bf16, channels_last, batch 64, one H100, model only, in
         benchmarks/classify_throughput.py): eager 369 images/s, ``'reduce-overhead'`` 530 images/s.
-        Compilation takes a few minutes first (and again for the last, smaller batch's shape).
-        Validation and checkpoints use the plain module.
+        Compilation takes a few minutes, once per process: later models of the same architecture
+        and batch shape (a study's other runs) reuse the compiled code. The epoch's last, smaller
+        batch, validation and checkpoints use the plain module.
     progress : bool
         tqdm bars over epochs and batches.
     """
@@ -605,7 +606,11 @@ def train_classifier(train_items, valid_items, cfg=None):
             for step, (x, y) in enumerate(train_loader):
                 aug = dict(seed=cfg.seed, epoch=epoch, step=step, shift=cfg.shift, zoom=cfg.zoom,
                            rotation=cfg.rotation) if cfg.augment else None
-                loss = train_step(fwd, opt, x, y, augment=aug, amp=amp, amp_dtype=cfg.amp_dtype,
+                # The compiled step keeps one static shape. The epoch's last, smaller batch runs
+                # eagerly: compiling it would add a dynamic-batch graph (minutes for ResNet152 on a
+                # GPU) that then serves the full batches too.
+                step_model = fwd if x.shape[0] == cfg.batch_size else model
+                loss = train_step(step_model, opt, x, y, augment=aug, amp=amp, amp_dtype=cfg.amp_dtype,
                                   channels_last=channels_last, weight=crit_w, scaler=scaler)
                 total = total + loss * x.shape[0]   # stays on the device: no sync per step
                 n_seen += x.shape[0]
