@@ -7,7 +7,8 @@
 # third; the machine goes back after 30 s idle, so issue the calls back to back).
 # Pruned to what a Python 3.12 import needs: other Pythons' bindings, headers, the JPEG 2000 and
 # TIFF codecs go; libnvjpeg (for GPU JPEG decoding) comes along in _dali_libs/. About 146 MB.
-# Usage (here, with pip's index reachable): bash benchmarks/pack_dali_bundle.sh
+# Usage (here, with pip's index reachable): bash benchmarks/pack_dali_bundle.sh  (then checks it, see
+# benchmarks/check_dali_bundle.sh)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 work=$(mktemp -d)
@@ -35,3 +36,6 @@ tar -C "$site" -cf - . | xz -T0 -9 > "$work/dali.tar.xz"
 split -b 50M "$work/dali.tar.xz" .whl/dali.tar.xz.part-
 (cd "$work" && sha256sum dali.tar.xz) > .whl/dali.tar.xz.sha256
 ls -l .whl/dali.tar.xz.*
+# The bundle must import with only what the GPU machine's Python has: checked here on a bare
+# Python 3.12 when one is found (exit 2: none found, not checked).
+bash benchmarks/check_dali_bundle.sh || [ $? -eq 2 ]

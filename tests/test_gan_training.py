@@ -217,6 +217,30 @@ def test_kill_and_resume_in_process_is_exact(data16, reference_run, tmp_path):
     assert not torch.are_deterministic_algorithms_enabled()   # train() restores the global flags
 
 
+def test_death_right_after_a_snapshot_keeps_the_ticks_stats(data16, reference_run, tmp_path, monkeypatch):
+    """The narrow window the SIGKILL test hits only by chance: the process dies just after a
+    snapshot is renamed into place. Resuming from it must still log every tick exactly once."""
+    _, ref = reference_run
+    real_save, saved = snap.save_snapshot, []
+
+    class Died(Exception):
+        pass
+
+    def save_then_die(path, data):
+        saved.append(real_save(path, data))
+        if len(saved) == 3:
+            raise Died
+        return saved[-1]
+    monkeypatch.setattr(snap, "save_snapshot", save_then_die)
+    with pytest.raises(Died):
+        train(_cfg(data16, tmp_path, REF_KIMG, snap=1))
+    monkeypatch.undo()
+    assert snap.resolve_resume(tmp_path)[0] == saved[-1]
+    train(_cfg(data16, tmp_path, REF_KIMG, resume=str(tmp_path)))
+    got = _losses(_stats(tmp_path))
+    assert sorted(got) == sorted(ref) and got == ref
+
+
 _CHILD = """
 import sys, torch
 torch.set_num_threads(1)

@@ -918,6 +918,13 @@ def _train(cfg, device, rank, world, PRESETS):
                     fields["Metrics/fid"] = value
                     write_fid_curve(fid_history, result.fid_csv, result.fid_png, extractor_label)
                     log(f"FID {value:.4f} at kimg {nimg / 1000:.3f}{' (best)' if improved else ''}")
+                fields["timestamp"] = time.time()
+                if rank == 0:
+                    # The tick's line goes in before its snapshot: a run killed between the two
+                    # resumes from the previous snapshot, which drops this line and writes it again.
+                    # The other order would lose the line for good.
+                    stats_jsonl.write(json.dumps(fields) + "\n")
+                    stats_jsonl.flush()
                 if snap_due or fid_due:
                     ranks = _gather(rank_state, world)
                     if rank == 0:
@@ -935,10 +942,7 @@ def _train(cfg, device, rank, world, PRESETS):
                         if fid_due and improved:
                             result.best = snap.copy_atomic(written, os.path.join(outdir, "best.pt"))
                         del data
-            fields["timestamp"] = time.time()
             if rank == 0:
-                stats_jsonl.write(json.dumps(fields) + "\n")
-                stats_jsonl.flush()
                 if tb is not None:
                     for k, v in fields.items():
                         if k not in ("tick", "nimg", "timestamp"):
