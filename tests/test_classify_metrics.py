@@ -105,10 +105,29 @@ def test_delong_paired_covariance_matches_brute_force():
     ref_aucs, ref_cov = _brute_delong(y, scores)
     np.testing.assert_allclose(aucs, ref_aucs, atol=1e-12)
     np.testing.assert_allclose(cov, ref_cov, rtol=1e-10)
-    _, _, z, p = paired_delong(y, s, s2)
+    r = paired_delong(y, s, s2)
     var = ref_cov[0, 0] + ref_cov[1, 1] - 2 * ref_cov[0, 1]
-    assert z == pytest.approx((ref_aucs[0] - ref_aucs[1]) / np.sqrt(var), rel=1e-9)
-    assert p == pytest.approx(2 * norm.sf(abs(z)), rel=1e-9)
+    assert r.z == pytest.approx((ref_aucs[0] - ref_aucs[1]) / np.sqrt(var), rel=1e-9)
+    assert r.p == pytest.approx(2 * norm.sf(abs(r.z)), rel=1e-9)
+    assert r.diff == pytest.approx(ref_aucs[0] - ref_aucs[1], abs=1e-12)
+    half = norm.ppf(0.975) * np.sqrt(var)
+    np.testing.assert_allclose(r.ci, (r.diff - half, r.diff + half), rtol=1e-9)
+    lo90, hi90 = paired_delong(y, s, s2, alpha=0.1).ci
+    assert r.ci[0] < lo90 < r.diff < hi90 < r.ci[1]
+
+
+def test_paired_delong_interval_excludes_zero_exactly_when_significant():
+    rng = np.random.default_rng(21)
+    outcomes = set()
+    for k in range(60):
+        y = (np.arange(80) < 35).astype(int)
+        a = y * rng.uniform(0.3, 2.0) + rng.normal(size=80)
+        b = y * rng.uniform(0.3, 2.0) + 0.5 * a + rng.normal(size=80)
+        r = paired_delong(y, a, b)
+        excludes = r.ci[0] > 0 or r.ci[1] < 0
+        assert excludes == (r.p < 0.05), (k, r)
+        outcomes.add(excludes)
+    assert outcomes == {True, False}   # both kinds of case were met
 
 
 def test_delong_ci_coverage_on_binormal_model():
@@ -126,17 +145,18 @@ def test_delong_ci_coverage_on_binormal_model():
 
 def test_paired_delong_identical_and_clearly_better():
     y, s = _binormal(50, 50, 1.0, 11)
-    a, b, z, p = paired_delong(y, s, s)
-    assert a == b and z == 0.0 and p == 1.0
+    a, b, z, p, diff, ci = paired_delong(y, s, s)
+    assert a == b and z == 0.0 and p == 1.0 and diff == 0.0 and ci[0] <= 0.0 <= ci[1]
     # a monotone transform has the same ranks: the same AUC, p = 1
     assert paired_delong(y, s, np.exp(s))[3] == 1.0
     rng = np.random.default_rng(12)
     good = y * 2.0 + rng.normal(size=y.size)          # AUC ~ 0.92
     poor = y * 0.2 + rng.normal(size=y.size)          # AUC ~ 0.56
-    a, b, z, p = paired_delong(y, good, poor)
-    assert a > b and z > 3 and p < 1e-3
-    a2, b2, z2, p2 = paired_delong(y, poor, good)
+    a, b, z, p, diff, ci = paired_delong(y, good, poor)
+    assert a > b and z > 3 and p < 1e-3 and 0 < ci[0] < diff == a - b < ci[1]
+    a2, b2, z2, p2, diff2, ci2 = paired_delong(y, poor, good)
     assert (a2, b2) == (b, a) and z2 == pytest.approx(-z) and p2 == pytest.approx(p)
+    np.testing.assert_allclose(ci2, (-ci[1], -ci[0]), atol=1e-12)
 
 
 # ------------------------------------------------------------------------------------ bootstrap
@@ -267,6 +287,8 @@ def test_errors():
         bootstrap_aucs(y, s, n_boot=0)
     with pytest.raises(ValueError, match="score_b has 4"):
         paired_delong(y, s, s[:4])
+    with pytest.raises(ValueError, match="alpha"):
+        paired_delong(y, s, s, alpha=0)
     with pytest.raises(ValueError, match="successes"):
         wilson_ci(6, 5)
     with pytest.raises(ValueError, match="n must be"):

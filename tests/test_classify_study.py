@@ -14,11 +14,18 @@ from PIL import Image
 
 from retina_fast.classify import study as study_mod
 from retina_fast.classify.labelling import choose_thresholds, label_pool
-from retina_fast.classify.metrics import binary_metrics
+from retina_fast.classify.metrics import binary_metrics, paired_delong
 from retina_fast.classify.model import make_classifier
 from retina_fast.classify.split import check_no_leakage
 from retina_fast.classify.stage import make_phantom_pool
-from retina_fast.classify.study import plan_cells, read_pool, read_results, run_study
+from retina_fast.classify.study import (
+    COMPARISONS,
+    compare_modes,
+    plan_cells,
+    read_pool,
+    read_results,
+    run_study,
+)
 from retina_fast.classify.train import (
     Item,
     TrainConfig,
@@ -219,6 +226,20 @@ def test_study_end_to_end_synthetic_rescues_minority_sensitivity(pool, tmp_path)
 
     table = (out / "table.md").read_text()
     assert "| 1:0.1 | real only |" in table and "+ synthetic ERM" in table and "weighted cross-entropy" in table
+
+    # paired DeLong comparisons: every pair at 1:0.1 (1:1 trains real only), from the saved predictions
+    comps = _csv(res.comparisons_csv)
+    assert [(c["ratio"], c["mode_a"], c["mode_b"]) for c in comps] == [("1:0.1", a, b) for a, b in COMPARISONS]
+    for c in comps:
+        preds = [_csv(out / rows[("1:0.1", m)]["run_dir"] / "test_predictions.csv") for m in (c["mode_a"], c["mode_b"])]
+        y = [int(p["label"]) for p in preds[0]]
+        d = paired_delong(y, *[[float(p["p_erm"]) for p in pr] for pr in preds])
+        assert float(c["delta_auc"]) == pytest.approx(d.diff, abs=1e-6) and float(c["p"]) == pytest.approx(d.p, rel=1e-3)
+        assert float(c["delta_ci_lo"]) == pytest.approx(d.ci[0], abs=1e-6)
+        assert float(c["auc_a"]) == pytest.approx(rows[("1:0.1", c["mode_a"])]["auc"], abs=1e-6)
+    syn_vs_real = comps[0]
+    assert float(syn_vs_real["delta_auc"]) > 0.1 and float(syn_vs_real["delta_ci_lo"]) < float(syn_vs_real["delta_auc"])
+    assert "Paired comparisons" in table and "| 1:0.1 | + synthetic ERM vs real only |" in table
     for png in (res.roc_png, res.metric_png):
         with Image.open(png) as im:
             assert im.format == "PNG" and im.size[0] > 400
@@ -260,6 +281,18 @@ def test_study_resume_skips_finished_cells_and_interrupt_loses_none(pool, tmp_pa
     assert calls == [] and len(res.skipped) == 3 and res.trained == []
     with pytest.raises(ValueError, match="split_seed"):
         run_study(pool_dir, out, **{**kw, "split_seed": 1})
+
+
+def test_compare_modes_refuses_runs_on_different_test_images(tmp_path):
+    for mode, names in (("real", ("a.png", "b.png", "c.png", "d.png")), ("synthetic", ("a.png", "b.png", "c.png", "e.png"))):
+        run = tmp_path / "runs" / mode
+        run.mkdir(parents=True)
+        study_mod._write_csv(run / "test_predictions.csv", ("root", "name", "label", "p_erm"),
+                             [("/pool", n, k % 2, 0.1 * k) for k, n in enumerate(names)])
+        study_mod._append_row(tmp_path / "results.csv", {"ratio": "1:0.1", "erm_fraction": "0.1", "mode": mode,
+                                                         "seed": 0, "run_dir": f"runs/{mode}"})
+    with pytest.raises(ValueError, match="runs/synthetic and runs/real"):
+        compare_modes(tmp_path)
 
 
 def test_results_append_is_atomic(tmp_path, monkeypatch):

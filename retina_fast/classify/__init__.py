@@ -7,7 +7,7 @@
   (pytorch-grad-cam is imported on first use)
 - `make_classifier`, `load_weights` -- `retina_fast.classify.model`; `TrainConfig`, `train_classifier`,
   `predict`, `load_classifier`, `items_from_source`, `augment_batch`, `Item` -- `.train`; `run_study`,
-  `read_pool`, `report_study` -- `.study`; `train_on_pool`, `label_pool`, `choose_thresholds` --
+  `read_pool`, `report_study`, `compare_modes` -- `.study`; `train_on_pool`, `label_pool`, `choose_thresholds` --
   `.labelling`; `demo_stage`, `make_phantom_pool` -- `.stage` (these import torchvision, ~2 s, so they
   load on first use)
 """
@@ -24,7 +24,7 @@ __all__ = ["BinaryMetrics", "binary_metrics", "auc_ci", "wilson_ci", "roc_curve_
 _LAZY = {"make_classifier": "model", "load_weights": "model", "TrainConfig": "train", "TrainResult": "train",
          "train_classifier": "train", "predict": "train", "load_classifier": "train",
          "items_from_source": "train", "augment_batch": "train", "Item": "train", "run_study": "study",
-         "read_pool": "study", "report_study": "study", "StudyResult": "study", "train_on_pool": "labelling",
+         "read_pool": "study", "report_study": "study", "compare_modes": "study", "StudyResult": "study", "train_on_pool": "labelling",
          "label_pool": "labelling", "choose_thresholds": "labelling", "demo_stage": "stage",
          "make_phantom_pool": "stage"}
 __all__ += list(_LAZY)

@@ -27,6 +27,7 @@ Proportions (accuracy, sensitivity, specificity) get Wilson score intervals (Wil
 inside [0, 1] and behave at 0 % and 100 % where the Wald interval collapses.
 """
 from dataclasses import asdict, dataclass
+from typing import NamedTuple
 
 import numpy as np
 from scipy.special import ndtr, ndtri
@@ -282,7 +283,17 @@ def auc_ci(y_true, y_score, method="delong", *, alpha=0.05, n_boot=2000, seed=0)
     return auc, (float(lo), float(hi)), se
 
 
-def paired_delong(y_true, score_a, score_b):
+class PairedDelong(NamedTuple):
+    """Result of `paired_delong`: AUCs of A and B, z and p of their difference, and its interval."""
+    auc_a: float
+    auc_b: float
+    z: float
+    p: float
+    diff: float
+    ci: tuple
+
+
+def paired_delong(y_true, score_a, score_b, *, alpha=0.05):
     """DeLong test of two correlated AUCs (two classifiers scored on the same cases).
 
     Parameters
@@ -290,16 +301,19 @@ def paired_delong(y_true, score_a, score_b):
     y_true : (n,) array of 0/1
     score_a, score_b : (n,) arrays of float
         Scores of classifier A and B for the same cases, in the same order.
+    alpha : float
+        The interval of the difference is 1 - alpha (default 95 %).
 
     Returns
     -------
-    auc_a, auc_b : float
-    z : float
-        (auc_a - auc_b) / SE of the difference; 0 when the AUCs are equal (e.g. identical scores),
-        +-inf when the SE is 0 but the AUCs differ.
-    p : float
-        Two-sided p-value of H0: equal AUCs.
+    PairedDelong
+        ``auc_a``, ``auc_b``; ``z`` = (auc_a - auc_b) / SE of the difference, 0 when the AUCs are
+        equal (e.g. identical scores), +-inf when the SE is 0 but the AUCs differ; ``p``, the
+        two-sided p-value of H0: equal AUCs; ``diff`` = auc_a - auc_b and ``ci`` = (lo, hi), its
+        Wald interval diff -+ z_(1-alpha/2) SE (not clipped: the difference lies in [-1, 1]).
+        Unpacks as ``auc_a, auc_b, z, p, diff, ci``.
     """
+    z_crit = ndtri(1.0 - _check_alpha(alpha) / 2.0)
     y = _check_labels(y_true)
     a = _check_scores(score_a, y.shape[0], "score_a")
     b = _check_scores(score_b, y.shape[0], "score_b")
@@ -319,7 +333,8 @@ def paired_delong(y_true, score_a, score_b):
     else:
         z = diff / np.sqrt(var)
     p = float(2.0 * ndtr(-abs(z)))
-    return float(aucs[0]), float(aucs[1]), float(z), p
+    half = z_crit * np.sqrt(max(var, 0.0))
+    return PairedDelong(float(aucs[0]), float(aucs[1]), float(z), p, diff, (diff - half, diff + half))
 
 
 # ------------------------------------------------------------------------------------- ROC

@@ -127,7 +127,8 @@ def demo_stage(out, dataset_or_cohort=None, *, quick=False, device="cpu"):
     Returns
     -------
     dict
-        'table', 'results', 'roc', 'metric_vs_ratio' (paths), 'overlays' (two Grad-CAM PNGs), 'pool'.
+        'table', 'results', 'comparisons', 'roc', 'metric_vs_ratio' (paths), 'overlays' (two Grad-CAM
+        PNGs), 'pool'.
     """
     from .study import run_study
     from .train import TrainConfig
@@ -151,5 +152,5 @@ def demo_stage(out, dataset_or_cohort=None, *, quick=False, device="cpu"):
         print(f.read())
     cams = sorted(p for p in res.overlays if os.sep + "ratio_1-1_real_" in p)[:2] or res.overlays[:2]
     print(f"ROC curves: {res.roc_png}\nmetrics vs ratio: {res.metric_png}\nGrad-CAM: {', '.join(cams)}")
-    return {"table": res.table_md, "results": res.results_csv, "roc": res.roc_png,
+    return {"table": res.table_md, "results": res.results_csv, "comparisons": res.comparisons_csv, "roc": res.roc_png,
             "metric_vs_ratio": res.metric_png, "overlays": cams, "pool": pool}

@@ -27,7 +27,11 @@ Outputs under `outdir`::
     study.json          settings that must not change between resumed runs
     split.csv           name, patient_id, label, split (and whether the image is in the balanced eval set)
     results.csv         one row per finished cell
-    table.md            Table 4 layout: ratio rows x modes, AUC [95 % CI], accuracy, sensitivity, specificity
+    table.md            Table 4 layout: ratio rows x modes, AUC [95 % CI], accuracy, sensitivity, specificity;
+                        then the paired comparisons
+    comparisons.csv     per ratio and seed, each mode against real only and synthetic against the two
+                        baselines: both AUCs, their difference with its 95 % CI, DeLong z and p
+                        (`paired_delong`: both classifiers scored the same test images)
     roc.png             test ROC curves, one panel per mode, one curve per ratio
     metric_vs_ratio.png AUC, accuracy, sensitivity, specificity against the ERM fraction, per mode
     runs/<cell>/        history.csv, training_curve.png, test_predictions.csv, checkpoint.pt (optional),
@@ -61,6 +65,8 @@ __all__ = [
     "MODE_TITLES",
     "RATIOS",
     "StudyResult",
+    "COMPARISONS",
+    "compare_modes",
     "parse_ratio",
     "plan_cells",
     "ratio_label",
@@ -74,6 +80,12 @@ RATIOS = (1.0, 0.5, 0.4, 0.3, 0.2, 0.1)   # ERM per normal image (normal:ERM = 1
 MODES = ("real", "synthetic", "oversample", "weighted")
 MODE_TITLES = {"real": "real only", "synthetic": "+ synthetic ERM", "oversample": "random oversampling",
                "weighted": "weighted cross-entropy"}
+# (A, B) pairs of `compare_modes`: each remedy against the imbalanced real set, then synthetic
+# images against the two cheap baselines.
+COMPARISONS = (("synthetic", "real"), ("oversample", "real"), ("weighted", "real"),
+               ("synthetic", "oversample"), ("synthetic", "weighted"))
+COMPARISON_COLUMNS = ("ratio", "erm_fraction", "seed", "mode_a", "mode_b", "auc_a", "auc_b", "delta_auc",
+                      "delta_ci_lo", "delta_ci_hi", "z", "p")
 _FIXED_KEYS = ("pool", "n_pool", "split_seed", "fractions", "balance_eval", "synthetic", "train",
                "threshold", "auc_method", "alpha")
 
@@ -318,6 +330,7 @@ class StudyResult:
     table_md: str
     roc_png: str
     metric_png: str
+    comparisons_csv: str = None
     rows: list = field(default_factory=list)
     trained: list = field(default_factory=list)   # cell keys (ratio, mode, seed) trained in this call
     skipped: list = field(default_factory=list)   # cell keys found finished in results.csv
@@ -522,7 +535,7 @@ def run_study(pool, outdir, *, labels_csv=None, synthetic=None, ratios=RATIOS, m
     finally:
         if bar:
             bar.close()
-    report_study(outdir)
+    result.comparisons_csv = report_study(outdir)["comparisons"]
     result.rows = read_results(results_csv)
     result.overlays = sorted(glob.glob(os.path.join(outdir, "runs", "*", "gradcam", "*.png")))
     return result
@@ -578,14 +591,84 @@ def format_table(rows):
     return "\n".join(lines) + "\n" + note + "\n"
 
 
-def _read_predictions(path):
+def _read_predictions(path, with_keys=False):
+    """(labels, P(ERM)) of a run's test_predictions.csv, and the (root, name) keys if `with_keys`."""
     with open(path, newline="", encoding="utf-8") as f:
         rows = list(csv.DictReader(f))
-    return np.array([int(r["label"]) for r in rows]), np.array([float(r["p_erm"]) for r in rows])
+    y, p = np.array([int(r["label"]) for r in rows]), np.array([float(r["p_erm"]) for r in rows])
+    return (y, p, [(r["root"], r["name"]) for r in rows]) if with_keys else (y, p)
+
+
+def compare_modes(outdir, rows=None, *, alpha=0.05):
+    """Paired DeLong comparisons of the training modes on the study's common test set.
+
+    For each ratio and seed, every pair of `COMPARISONS` whose two runs have finished is compared
+    on their saved test predictions (`paired_delong`: the same images scored by both classifiers,
+    so the test accounts for their correlation).
+
+    Parameters
+    ----------
+    outdir : path
+        A study folder (`run_study`).
+    rows : list of dict, optional
+        Its results.csv rows (default: read them).
+    alpha : float
+        The difference's interval is 1 - alpha.
+
+    Returns
+    -------
+    list of dict
+        Keys: ratio, erm_fraction, seed, mode_a, mode_b, auc_a, auc_b, delta_auc (A - B),
+        delta_ci_lo, delta_ci_hi, z, p.
+
+    Raises
+    ------
+    ValueError
+        Two runs whose test predictions are not on the same images (named).
+    """
+    from .metrics import paired_delong
+
+    outdir = os.fspath(outdir)
+    rows = read_results(os.path.join(outdir, "results.csv")) if rows is None else rows
+    runs = {(float(r["erm_fraction"]), r["mode"], int(r["seed"])): r for r in rows}
+    out = []
+    for frac, seed in sorted({(f, sd) for f, _, sd in runs}, key=lambda k: (-k[0], k[1])):
+        for a, b in COMPARISONS:
+            ra, rb = runs.get((frac, a, seed)), runs.get((frac, b, seed))
+            if ra is None or rb is None:
+                continue
+            ya, pa, ka = _read_predictions(os.path.join(outdir, ra["run_dir"], "test_predictions.csv"), True)
+            yb, pb, kb = _read_predictions(os.path.join(outdir, rb["run_dir"], "test_predictions.csv"), True)
+            if ka != kb or not np.array_equal(ya, yb):
+                raise ValueError(f"{ra['run_dir']} and {rb['run_dir']}: test predictions on different images")
+            d = paired_delong(ya, pa, pb, alpha=alpha)
+            out.append({"ratio": ratio_label(frac), "erm_fraction": f"{frac:g}", "seed": seed, "mode_a": a,
+                        "mode_b": b, "auc_a": round(d.auc_a, 6), "auc_b": round(d.auc_b, 6),
+                        "delta_auc": round(d.diff, 6), "delta_ci_lo": round(d.ci[0], 6),
+                        "delta_ci_hi": round(d.ci[1], 6), "z": round(d.z, 4), "p": float(f"{d.p:.4g}")})
+    return out
+
+
+def format_comparisons(comparisons, alpha=0.05):
+    """Markdown section of `compare_modes` rows (empty string when there are none)."""
+    if not comparisons:
+        return ""
+    seeds = len({c["seed"] for c in comparisons}) > 1
+    level = f"{100 * (1 - alpha):g}%"
+    lines = ["", f"Paired comparisons on the common test set (DeLong; ΔAUC = A - B with its {level} CI)", "",
+             "| Normal:ERM (real) | " + ("seed | " if seeds else "") + f"A vs B | AUC A | AUC B | ΔAUC [{level} CI] | p |",
+             "|---|" + ("---|" if seeds else "") + "---|---|---|---|---|"]
+    for c in comparisons:
+        pair = f"{MODE_TITLES[c['mode_a']]} vs {MODE_TITLES[c['mode_b']]}"
+        delta = f"{c['delta_auc']:+.3f} [{c['delta_ci_lo']:+.3f}, {c['delta_ci_hi']:+.3f}]"
+        lines.append(f"| {c['ratio']} | " + (f"{c['seed']} | " if seeds else "")
+                     + f"{pair} | {c['auc_a']:.3f} | {c['auc_b']:.3f} | {delta} | {c['p']:.3g} |")
+    lines += ["", "p: two-sided, per comparison (not corrected for the number of comparisons)."]
+    return "\n".join(lines) + "\n"
 
 
 def report_study(outdir):
-    """(Re)write table.md, roc.png and metric_vs_ratio.png from outdir/results.csv; return their paths."""
+    """(Re)write table.md, comparisons.csv, roc.png and metric_vs_ratio.png from outdir's results; return their paths."""
     from retina_fast.report.plots import _pyplot, save_figure
 
     from .metrics import roc_curve_points
@@ -593,10 +676,18 @@ def report_study(outdir):
     outdir = os.fspath(outdir)
     rows = read_results(os.path.join(outdir, "results.csv"))
     paths = {k: os.path.join(outdir, n) for k, n in
-             (("table", "table.md"), ("roc", "roc.png"), ("metric", "metric_vs_ratio.png"))}
+             (("table", "table.md"), ("comparisons", "comparisons.csv"), ("roc", "roc.png"),
+              ("metric", "metric_vs_ratio.png"))}
     if not rows:
         return paths
-    write_text_atomic(paths["table"], format_table(rows))
+    alpha = 0.05
+    settings = os.path.join(outdir, "study.json")
+    if os.path.isfile(settings):
+        with open(settings, encoding="utf-8") as f:
+            alpha = float(json.load(f).get("alpha", alpha))
+    comparisons = compare_modes(outdir, rows, alpha=alpha)
+    _write_csv(paths["comparisons"], COMPARISON_COLUMNS, [[c[k] for k in COMPARISON_COLUMNS] for c in comparisons])
+    write_text_atomic(paths["table"], format_table(rows) + format_comparisons(comparisons, alpha))
     plt = _pyplot()
     groups = _group(rows)
     ratios = sorted({k[0] for k in groups}, reverse=True)
