@@ -240,7 +240,7 @@ def test_study_end_to_end_synthetic_rescues_minority_sensitivity(pool, tmp_path)
     syn_vs_real = comps[0]
     assert float(syn_vs_real["delta_auc"]) > 0.1 and float(syn_vs_real["delta_ci_lo"]) < float(syn_vs_real["delta_auc"])
     assert "Paired comparisons" in table and "| 1:0.1 | + synthetic ERM vs real only |" in table
-    for png in (res.roc_png, res.metric_png):
+    for png in (res.roc_png, res.metric_png, res.comparisons_png):
         with Image.open(png) as im:
             assert im.format == "PNG" and im.size[0] > 400
     assert len(res.overlays) == 2 * len(res.rows)

@@ -32,6 +32,7 @@ Outputs under `outdir`::
     comparisons.csv     per ratio and seed, each mode against real only and synthetic against the two
                         baselines: both AUCs, their difference with its 95 % CI, DeLong z and p
                         (`paired_delong`: both classifiers scored the same test images)
+    comparisons.png     those differences with their intervals (a forest plot)
     roc.png             test ROC curves, one panel per mode, one curve per ratio
     metric_vs_ratio.png AUC, accuracy, sensitivity, specificity against the ERM fraction, per mode
     runs/<cell>/        history.csv, training_curve.png, test_predictions.csv, checkpoint.pt (optional),
@@ -331,6 +332,7 @@ class StudyResult:
     roc_png: str
     metric_png: str
     comparisons_csv: str = None
+    comparisons_png: str = None
     rows: list = field(default_factory=list)
     trained: list = field(default_factory=list)   # cell keys (ratio, mode, seed) trained in this call
     skipped: list = field(default_factory=list)   # cell keys found finished in results.csv
@@ -535,7 +537,8 @@ def run_study(pool, outdir, *, labels_csv=None, synthetic=None, ratios=RATIOS, m
     finally:
         if bar:
             bar.close()
-    result.comparisons_csv = report_study(outdir)["comparisons"]
+    paths = report_study(outdir)
+    result.comparisons_csv, result.comparisons_png = paths["comparisons"], paths["forest"]
     result.rows = read_results(results_csv)
     result.overlays = sorted(glob.glob(os.path.join(outdir, "runs", "*", "gradcam", "*.png")))
     return result
@@ -668,7 +671,11 @@ def format_comparisons(comparisons, alpha=0.05):
 
 
 def report_study(outdir):
-    """(Re)write table.md, comparisons.csv, roc.png and metric_vs_ratio.png from outdir's results; return their paths."""
+    """(Re)write table.md, comparisons.csv/.png, roc.png and metric_vs_ratio.png from outdir's results.
+
+    Returns {'table', 'comparisons', 'roc', 'metric', 'forest'} paths (comparisons.png only once two
+    modes of a ratio have finished).
+    """
     from retina_fast.report.plots import _pyplot, save_figure
 
     from .metrics import roc_curve_points
@@ -677,7 +684,7 @@ def report_study(outdir):
     rows = read_results(os.path.join(outdir, "results.csv"))
     paths = {k: os.path.join(outdir, n) for k, n in
              (("table", "table.md"), ("comparisons", "comparisons.csv"), ("roc", "roc.png"),
-              ("metric", "metric_vs_ratio.png"))}
+              ("metric", "metric_vs_ratio.png"), ("forest", "comparisons.png"))}
     if not rows:
         return paths
     alpha = 0.05
@@ -740,4 +747,28 @@ def report_study(outdir):
     axes[0].legend(fontsize=7)
     fig.suptitle("Test metrics against the class ratio (bars: 95% CI, or SD over seeds)")
     save_figure(fig, paths["metric"])
+    if comparisons:
+        save_figure(_forest_plot(plt, comparisons, alpha), paths["forest"])
     return paths
+
+
+def _forest_plot(plt, comparisons, alpha):
+    """ΔAUC with its interval per comparison, grouped by ratio (top: the most balanced)."""
+    seeds = len({c["seed"] for c in comparisons}) > 1
+    fig, ax = plt.subplots(figsize=(7.5, 0.32 * len(comparisons) + 1.4))
+    colours = dict(zip(COMPARISONS, plt.get_cmap("tab10")(np.arange(len(COMPARISONS)))))
+    ys = np.arange(len(comparisons))[::-1]
+    for y, c in zip(ys, comparisons):
+        pair = (c["mode_a"], c["mode_b"])
+        ax.errorbar(c["delta_auc"], y, xerr=[[c["delta_auc"] - c["delta_ci_lo"]], [c["delta_ci_hi"] - c["delta_auc"]]],
+                    fmt="o", color=colours[pair], capsize=3)
+    labels = []
+    for c in comparisons:
+        seed = f" seed {c['seed']}" if seeds else ""
+        labels.append(f"{c['ratio']}{seed}: {MODE_TITLES[c['mode_a']]} vs {MODE_TITLES[c['mode_b']]}")
+    ax.set_yticks(ys)
+    ax.set_yticklabels(labels, fontsize=7)
+    ax.axvline(0.0, color="grey", lw=0.8, ls=":")
+    ax.set_xlabel(f"ΔAUC (A - B), {100 * (1 - alpha):g}% CI (paired DeLong)")
+    ax.set_title("Training modes compared on the common test set")
+    return fig
