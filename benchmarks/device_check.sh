@@ -68,7 +68,7 @@ if section classify "classifier: CUDA path smoke (CUDA graphs), ResNet152 512 x 
   # one compiled model (about 2.5 min to compile on the device) times synthetic tensors, then the DALI loader
   backends=synthetic-tensor
   if $PY -c "import nvidia.dali" 2>/dev/null; then
-    timeout 60 $PY benchmarks/classify_gpu_smoke.py --backend dali
+    timeout 90 $PY benchmarks/classify_gpu_smoke.py --backend dali --compile reduce-overhead
     backends="synthetic-tensor dali"
   else
     echo "DALI is not installed here: carry it in .whl/ (see the top of this script)"

@@ -538,7 +538,8 @@ def run_study(pool, outdir, *, labels_csv=None, synthetic=None, ratios=RATIOS, m
         if bar:
             bar.close()
     paths = report_study(outdir)
-    result.comparisons_csv, result.comparisons_png = paths["comparisons"], paths["forest"]
+    result.comparisons_csv = paths["comparisons"]
+    result.comparisons_png = paths["forest"] if os.path.isfile(paths["forest"]) else None   # needs two modes
     result.rows = read_results(results_csv)
     result.overlays = sorted(glob.glob(os.path.join(outdir, "runs", "*", "gradcam", "*.png")))
     return result
