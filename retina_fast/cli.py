@@ -1,6 +1,7 @@
 """`retina-fast <stage> ...`: the command line. Thin: parses arguments, calls the stage's function."""
 import argparse
 import importlib
+import os
 import sys
 
 # Each stage owns its sub-commands: the module exposes `register(subparsers)`.
@@ -33,7 +34,14 @@ def main(argv=None):
     for name in STAGE_CLIS:
         importlib.import_module(name).register(sub)
     args = parser.parse_args(argv)
-    return args.func(args)
+    try:
+        return args.func(args)
+    except (ValueError, OSError) as e:
+        # Bad input (a missing file, a bad argument value) is reported in one line naming it, as
+        # argparse does for a bad flag; RETINA_FAST_TRACEBACK=1 shows where it was raised.
+        if os.environ.get("RETINA_FAST_TRACEBACK"):
+            raise
+        parser.exit(2, f"retina-fast {args.stage}: error: {e}\n")
 
 
 if __name__ == "__main__":

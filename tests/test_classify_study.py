@@ -283,6 +283,21 @@ def test_study_resume_skips_finished_cells_and_interrupt_loses_none(pool, tmp_pa
         run_study(pool_dir, out, **{**kw, "split_seed": 1})
 
 
+def test_bad_input_leaves_no_settings_to_block_the_corrected_rerun(pool, tmp_path):
+    pool_dir, syn_dir = pool
+    out = tmp_path / "study"
+    kw = dict(ratios=(0.1,), modes=("synthetic",), train=TrainConfig(epochs=1, **TINY), n_cam=0,
+              keep_checkpoints=False, progress=False)
+    with pytest.raises(ValueError, match="not found"):
+        run_study(pool_dir, out, synthetic=tmp_path / "typo", **kw)
+    with pytest.raises(ValueError, match="holds 0 images"):   # exists, but no images in it
+        (tmp_path / "empty").mkdir()
+        run_study(pool_dir, out, synthetic=tmp_path / "empty", **kw)
+    assert not (out / "study.json").exists()
+    res = run_study(pool_dir, out, synthetic=syn_dir, **kw)
+    assert len(res.trained) == 1 and (out / "study.json").exists()
+
+
 def test_compare_modes_refuses_runs_on_different_test_images(tmp_path):
     for mode, names in (("real", ("a.png", "b.png", "c.png", "d.png")), ("synthetic", ("a.png", "b.png", "c.png", "e.png"))):
         run = tmp_path / "runs" / mode

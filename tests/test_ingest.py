@@ -409,6 +409,19 @@ def test_cli_prepare(tmp_path, cohort, capsys):
     assert json.loads((tmp_path / "o" / "dataset" / "dataset.json").read_text())["labels"] is None  # no --labels
 
 
+def test_cli_reports_bad_input_in_one_line(tmp_path, capsys, monkeypatch):
+    from retina_fast.cli import main
+
+    with pytest.raises(SystemExit) as e:
+        main(["prepare", str(tmp_path / "nope"), str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and err.startswith("retina-fast prepare: error: ") and "nope" in err
+    assert "Traceback" not in err
+    monkeypatch.setenv("RETINA_FAST_TRACEBACK", "1")
+    with pytest.raises(ValueError, match="nope"):
+        main(["prepare", str(tmp_path / "nope"), str(tmp_path / "o")])
+
+
 def test_bad_arguments(tmp_path, cohort):
     src, _ = cohort
     with pytest.raises(ValueError, match="src"):

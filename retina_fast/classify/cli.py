@@ -167,5 +167,6 @@ def _study(args):
     with open(res.table_md, encoding="utf-8") as f:
         sys.stdout.write(f.read())
     print(f"\n{len(res.trained)} runs trained, {len(res.skipped)} already done; results: {res.results_csv}\n"
-          f"ROC: {res.roc_png}\nmetrics vs ratio: {res.metric_png}")
+          f"ROC: {res.roc_png}\nmetrics vs ratio: {res.metric_png}\n"
+          f"paired comparisons: {res.comparisons_csv}" + (f", {res.comparisons_png}" if res.comparisons_png else ""))
     return 0

@@ -151,6 +151,7 @@ def demo_stage(out, dataset_or_cohort=None, *, quick=False, device="cpu"):
     with open(res.table_md, encoding="utf-8") as f:
         print(f.read())
     cams = sorted(p for p in res.overlays if os.sep + "ratio_1-1_real_" in p)[:2] or res.overlays[:2]
-    print(f"ROC curves: {res.roc_png}\nmetrics vs ratio: {res.metric_png}\nGrad-CAM: {', '.join(cams)}")
+    print(f"ROC curves: {res.roc_png}\nmetrics vs ratio: {res.metric_png}\npaired comparisons: {res.comparisons_png}\n"
+          f"Grad-CAM: {', '.join(cams)}")
     return {"table": res.table_md, "results": res.results_csv, "comparisons": res.comparisons_csv, "roc": res.roc_png,
             "metric_vs_ratio": res.metric_png, "overlays": cams, "pool": pool}

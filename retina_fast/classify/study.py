@@ -350,7 +350,11 @@ def _settings(pool, n_pool, split_seed, fractions, balance_eval, synthetic, trai
 
 
 def _check_resume(path, settings):
-    """Write study.json, or check a resumed run against it (a synthetic source may be added later)."""
+    """Check a resumed run's settings against study.json (a synthetic source may be added later).
+
+    Returns the settings to write once the study has passed its checks (None: study.json is up to
+    date), so a call that fails on a bad input leaves no settings behind to block the corrected rerun.
+    """
     old = None
     if os.path.isfile(path):
         with open(path, encoding="utf-8") as f:
@@ -362,8 +366,7 @@ def _check_resume(path, settings):
                              f"or the same settings to resume")
         if settings.get("synthetic") is None:
             settings = {**settings, "synthetic": old.get("synthetic")}
-    if settings != old:
-        write_text_atomic(path, json.dumps(settings, indent=1, sort_keys=True) + "\n")
+    return None if settings == old else settings
 
 
 def _eval_uint8(items, size):
@@ -443,14 +446,17 @@ def run_study(pool, outdir, *, labels_csv=None, synthetic=None, ratios=RATIOS, m
         raise ValueError(f"seeds must be a non-empty list of integers >= 0, got {seeds}")
     if auc_method not in AUC_METHODS:
         raise ValueError(f"auc_method must be one of {AUC_METHODS}, got {auc_method!r}")
+    if synthetic is not None and not os.path.exists(synthetic):
+        raise ValueError(f"synthetic must be a folder of images or a generator checkpoint; not found: "
+                         f"{os.fspath(synthetic)!r}")
     outdir = os.path.abspath(os.fspath(outdir))
     os.makedirs(outdir, exist_ok=True)
 
     items, pids = read_pool(pool, labels_csv)
     labels = np.array([it.label for it in items])
-    _check_resume(os.path.join(outdir, "study.json"),
-                  _settings(pool, len(items), split_seed, fractions, balance_eval, synthetic, train, threshold,
-                            auc_method, alpha))
+    settings_json = os.path.join(outdir, "study.json")
+    new_settings = _check_resume(settings_json, _settings(pool, len(items), split_seed, fractions, balance_eval,
+                                                          synthetic, train, threshold, auc_method, alpha))
     assign = patient_split(pids, labels, fractions=fractions, seed=split_seed)
     check_no_leakage(pids, assign)
     idx_valid = np.flatnonzero(assign == "valid")
@@ -475,6 +481,8 @@ def run_study(pool, outdir, *, labels_csv=None, synthetic=None, ratios=RATIOS, m
     need_syn = max([plan[r]["n_synthetic"] for r, m, _ in cells if m == "synthetic"], default=0)
     syn_items = _synthetic_items(synthetic, need_syn, outdir, synthetic_seed=synthetic_seed,
                                  truncation_psi=truncation_psi, device=_resolve_device(train.device).type)
+    if new_settings is not None:   # the inputs passed every check: from here on, runs can be resumed
+        write_text_atomic(settings_json, json.dumps(new_settings, indent=1, sort_keys=True) + "\n")
 
     results_csv = os.path.join(outdir, "results.csv")
     done = {_cell_key(float(r["erm_fraction"]), r["mode"], int(r["seed"])) for r in read_results(results_csv)}
