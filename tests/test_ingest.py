@@ -409,6 +409,26 @@ def test_cli_prepare(tmp_path, cohort, capsys):
     assert json.loads((tmp_path / "o" / "dataset" / "dataset.json").read_text())["labels"] is None  # no --labels
 
 
+def test_cli_salt_file_gives_the_same_keys_as_the_salt(tmp_path, cohort, prepared, capsys):
+    from retina_fast.cli import main
+
+    src, _ = cohort
+    (tmp_path / "salt.txt").write_text(SALT + "\n")
+    assert main(["prepare", str(src), str(tmp_path / "o"), "--size", str(OUT_SIZE), "--workers", "2",
+                 "--salt-file", str(tmp_path / "salt.txt"), "--labels", str(src / "cohort_truth.csv")]) == 0
+    keys = {r["source"]: r["key"] for r in prepared[1].rows}
+    got = {r["source"]: r["key"] for r in prepare(src, tmp_path / "o", size=OUT_SIZE, workers=1, salt=SALT,
+                                                     labels=src / "cohort_truth.csv", progress=False).rows}
+    assert got == keys and any(keys.values())
+    assert not (tmp_path / "o" / "salt").exists()   # a given salt is never stored
+    (tmp_path / "empty.txt").write_text("\n")
+    for bad, why in (("empty.txt", "first line is empty"), ("missing.txt", "cannot be read")):
+        with pytest.raises(SystemExit):
+            main(["prepare", str(src), str(tmp_path / "o2"), "--salt-file", str(tmp_path / bad)])
+        err = capsys.readouterr().err
+        assert bad in err and why in err
+
+
 def test_cli_reports_bad_input_in_one_line(tmp_path, capsys, monkeypatch):
     from retina_fast.cli import main
 

@@ -5,7 +5,8 @@ def _prepare(args):
     from .prepare import prepare
     from .reasons import DESCRIPTIONS, REASONS
 
-    res = prepare(args.src, args.out, size=args.size, workers=args.workers, zip=args.zip, salt=args.salt,
+    salt = args.salt if args.salt_file is None else read_salt_file(args.salt_file)
+    res = prepare(args.src, args.out, size=args.size, workers=args.workers, zip=args.zip, salt=salt,
                   png_compress_level=args.png_compress_level, labels=args.labels, resample=args.resample)
     total = res.accepted + sum(res.excluded.values())
     print(f"{total} source files: {res.accepted} accepted, {sum(res.excluded.values())} excluded"
@@ -15,6 +16,18 @@ def _prepare(args):
             print(f"  {reason:22s} {res.excluded[reason]:7d}  {DESCRIPTIONS[reason]}")
     print(f"dataset:  {res.zip or res.dataset}\nmanifest: {res.manifest}")
     return 0
+
+
+def read_salt_file(path):
+    """The salt in the first line of the text file `path` (stripped); ValueError naming it when empty."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            salt = f.readline().strip()
+    except (OSError, UnicodeDecodeError) as e:
+        raise ValueError(f"--salt-file {path!r} cannot be read: {e}") from None
+    if not salt:
+        raise ValueError(f"--salt-file {path!r}: its first line is empty")
+    return salt
 
 
 def register(subparsers):
@@ -29,8 +42,12 @@ def register(subparsers):
     p.add_argument("--size", type=int, default=1024, help="output side in pixels (default 1024)")
     p.add_argument("--workers", type=int, default=None, help="worker processes (default: all cores)")
     p.add_argument("--zip", action="store_true", help="also write OUT/dataset.zip")
-    p.add_argument("--salt", default=None,
-                   help="secret salt of the pseudonymous patient keys (default: generated, kept in OUT/salt)")
+    salt = p.add_mutually_exclusive_group()
+    salt.add_argument("--salt-file", default=None,
+                      help="file whose first line is the secret salt of the pseudonymous patient keys "
+                           "(default: generated, kept in OUT/salt)")
+    salt.add_argument("--salt", default=None,
+                      help="the salt itself (visible to other users in the process list: prefer --salt-file)")
     p.add_argument("--png-compress-level", type=int, default=1, help="zlib level 0-9 (default 1, fast)")
     p.add_argument("--labels", default=None,
                    help="CSV with columns file (or source) and label (normal/erm) for dataset.json")
