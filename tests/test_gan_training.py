@@ -217,28 +217,41 @@ def test_kill_and_resume_in_process_is_exact(data16, reference_run, tmp_path):
     assert not torch.are_deterministic_algorithms_enabled()   # train() restores the global flags
 
 
-def test_death_right_after_a_snapshot_keeps_the_ticks_stats(data16, reference_run, tmp_path, monkeypatch):
-    """The narrow window the SIGKILL test hits only by chance: the process dies just after a
-    snapshot is renamed into place. Resuming from it must still log every tick exactly once."""
+@pytest.mark.parametrize("dies", ["after_snapshot", "before_snapshot"])
+def test_death_next_to_a_snapshot_logs_every_tick_once(data16, reference_run, tmp_path, monkeypatch, dies):
+    """The narrow windows the SIGKILL test hits only by chance: the process dies just after a
+    snapshot is renamed into place, or just before (its tick already logged). Resuming must still
+    log every tick exactly once, in stats.jsonl and in TensorBoard (which purges on resume)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
     _, ref = reference_run
     real_save, saved = snap.save_snapshot, []
 
     class Died(Exception):
         pass
 
-    def save_then_die(path, data):
+    def save_and_die(path, data):
+        if dies == "before_snapshot" and len(saved) == 2:
+            raise Died
         saved.append(real_save(path, data))
         if len(saved) == 3:
             raise Died
         return saved[-1]
-    monkeypatch.setattr(snap, "save_snapshot", save_then_die)
+    monkeypatch.setattr(snap, "save_snapshot", save_and_die)
     with pytest.raises(Died):
-        train(_cfg(data16, tmp_path, REF_KIMG, snap=1))
+        train(_cfg(data16, tmp_path, REF_KIMG, snap=1, tensorboard=True))
     monkeypatch.undo()
     assert snap.resolve_resume(tmp_path)[0] == saved[-1]
-    train(_cfg(data16, tmp_path, REF_KIMG, resume=str(tmp_path)))
+    time.sleep(1.1)   # the resumed run's event file must sort after the first one (names hold seconds)
+    train(_cfg(data16, tmp_path, REF_KIMG, resume=str(tmp_path), tensorboard=True))
     got = _losses(_stats(tmp_path))
     assert sorted(got) == sorted(ref) and got == ref
+    events = EventAccumulator(str(tmp_path))
+    events.Reload()
+    g_loss = events.Scalars("Loss/G_loss")
+    assert [e.step for e in g_loss] == sorted(ref)
+    np.testing.assert_allclose([e.value for e in g_loss], [ref[n]["Loss/G_loss"] for n in sorted(ref)], rtol=1e-6)
+    assert all(e.wall_time > 1e9 for e in g_loss)   # absolute times, not seconds since the process started
 
 
 _CHILD = """

@@ -790,7 +790,9 @@ def _train(cfg, device, rank, world, PRESETS):
         result.stats = stats_path
         if cfg.tensorboard:
             from torch.utils.tensorboard import SummaryWriter
-            tb = SummaryWriter(outdir, purge_step=trainer.cur_nimg if resume is not None else None)
+            # A resumed run hides the interrupted run's points past its snapshot; the snapshot's
+            # own tick (step cur_nimg) was logged before it was written, and stays.
+            tb = SummaryWriter(outdir, purge_step=trainer.cur_nimg + 1 if resume is not None else None)
         if fid_every:
             extractor, extractor_label = _make_extractor(cfg.inception, device)
             result.fid_csv, result.fid_png = os.path.join(outdir, "fid.csv"), os.path.join(outdir, "fid.png")
@@ -920,11 +922,16 @@ def _train(cfg, device, rank, world, PRESETS):
                     log(f"FID {value:.4f} at kimg {nimg / 1000:.3f}{' (best)' if improved else ''}")
                 fields["timestamp"] = time.time()
                 if rank == 0:
-                    # The tick's line goes in before its snapshot: a run killed between the two
-                    # resumes from the previous snapshot, which drops this line and writes it again.
-                    # The other order would lose the line for good.
+                    # The tick's logs go out before its snapshot: a run killed between the two
+                    # resumes from the previous snapshot, which drops them (stats lines truncated,
+                    # TensorBoard purged) and writes them again. The other order would lose them.
                     stats_jsonl.write(json.dumps(fields) + "\n")
                     stats_jsonl.flush()
+                    if tb is not None:
+                        for k, v in fields.items():
+                            if k not in ("tick", "nimg", "timestamp"):
+                                tb.add_scalar(k, v, global_step=nimg, walltime=fields["timestamp"])
+                        tb.flush()
                 if snap_due or fid_due:
                     ranks = _gather(rank_state, world)
                     if rank == 0:
@@ -942,12 +949,6 @@ def _train(cfg, device, rank, world, PRESETS):
                         if fid_due and improved:
                             result.best = snap.copy_atomic(written, os.path.join(outdir, "best.pt"))
                         del data
-            if rank == 0:
-                if tb is not None:
-                    for k, v in fields.items():
-                        if k not in ("tick", "nimg", "timestamp"):
-                            tb.add_scalar(k, v, global_step=nimg, walltime=fields["timestamp"] - start_time)
-                    tb.flush()
 
             cur_tick += 1
             tick_start_nimg = trainer.cur_nimg
