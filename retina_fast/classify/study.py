@@ -661,6 +661,10 @@ def compare_modes(outdir, rows=None, *, alpha=0.05):
     return out
 
 
+def _pair_title(c):
+    return f"{MODE_TITLES[c['mode_a']]} vs {MODE_TITLES[c['mode_b']]}"
+
+
 def format_comparisons(comparisons, alpha=0.05):
     """Markdown section of `compare_modes` rows (empty string when there are none)."""
     if not comparisons:
@@ -671,10 +675,9 @@ def format_comparisons(comparisons, alpha=0.05):
              "| Normal:ERM (real) | " + ("seed | " if seeds else "") + f"A vs B | AUC A | AUC B | ΔAUC [{level} CI] | p |",
              "|---|" + ("---|" if seeds else "") + "---|---|---|---|---|"]
     for c in comparisons:
-        pair = f"{MODE_TITLES[c['mode_a']]} vs {MODE_TITLES[c['mode_b']]}"
         delta = f"{c['delta_auc']:+.3f} [{c['delta_ci_lo']:+.3f}, {c['delta_ci_hi']:+.3f}]"
         lines.append(f"| {c['ratio']} | " + (f"{c['seed']} | " if seeds else "")
-                     + f"{pair} | {c['auc_a']:.3f} | {c['auc_b']:.3f} | {delta} | {c['p']:.3g} |")
+                     + f"{_pair_title(c)} | {c['auc_a']:.3f} | {c['auc_b']:.3f} | {delta} | {c['p']:.3g} |")
     lines += ["", "p: two-sided, per comparison (not corrected for the number of comparisons)."]
     return "\n".join(lines) + "\n"
 
@@ -774,7 +777,7 @@ def _forest_plot(plt, comparisons, alpha):
     labels = []
     for c in comparisons:
         seed = f" seed {c['seed']}" if seeds else ""
-        labels.append(f"{c['ratio']}{seed}: {MODE_TITLES[c['mode_a']]} vs {MODE_TITLES[c['mode_b']]}")
+        labels.append(f"{c['ratio']}{seed}: {_pair_title(c)}")
     ax.set_yticks(ys)
     ax.set_yticklabels(labels, fontsize=7)
     ax.axvline(0.0, color="grey", lw=0.8, ls=":")
