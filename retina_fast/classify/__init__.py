@@ -24,9 +24,9 @@ __all__ = ["BinaryMetrics", "binary_metrics", "auc_ci", "wilson_ci", "roc_curve_
 _LAZY = {"make_classifier": "model", "load_weights": "model", "TrainConfig": "train", "TrainResult": "train",
          "train_classifier": "train", "predict": "train", "load_classifier": "train",
          "items_from_source": "train", "augment_batch": "train", "Item": "train", "run_study": "study",
-         "read_pool": "study", "report_study": "study", "compare_modes": "study", "StudyResult": "study", "train_on_pool": "labelling",
-         "label_pool": "labelling", "choose_thresholds": "labelling", "demo_stage": "stage",
-         "make_phantom_pool": "stage"}
+         "read_pool": "study", "report_study": "study", "compare_modes": "study", "StudyResult": "study",
+         "train_on_pool": "labelling", "label_pool": "labelling", "choose_thresholds": "labelling",
+         "demo_stage": "stage", "make_phantom_pool": "stage"}
 __all__ += list(_LAZY)
 
 

@@ -547,7 +547,7 @@ class AugmentPipe(torch.nn.Module):
         """Exact pixel copy for signed-permutation + integer-shift transforms, reflect borders."""
         n, num_channels, height, width = x.shape
         device = x.device
-        m = host_to_device(G_pix.round().long(), device)                   # exact small integers
+        m = host_to_device(G_pix.round().long(), device)  # exact small integers
         ys, xs = torch.meshgrid(torch.arange(height, device=device), torch.arange(width, device=device),
                                 indexing="ij")
         ys, xs = ys.reshape(1, -1), xs.reshape(1, -1)
