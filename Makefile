@@ -10,7 +10,7 @@ PY := $(VENV)/bin/python
 export CUDA_HOME ?= $(if $(wildcard /usr/local/cuda/bin/nvcc),/usr/local/cuda,)
 export NUMBA_CACHE_DIR ?= $(CURDIR)/.cache/numba
 
-.PHONY: demo test build venv browser clean
+.PHONY: demo test test-fast build venv browser clean
 
 $(VENV)/.deps-stamp: requirements.txt pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -38,6 +38,10 @@ browser:
 
 test: build browser
 	$(PY) -m pytest
+
+# For contributors: everything but the minutes-long end-to-end runs (pytest marker `slow`).
+test-fast: build
+	$(PY) -m pytest -m "not slow"
 
 clean:
 	rm -rf build retina_fast/_C*.so

@@ -29,7 +29,7 @@ def main(argv=None):
         return 0
     from retina_fast.classify.metrics import auc_ci
     from retina_fast.classify.stage import make_phantom_pool
-    from retina_fast.classify.study import read_pool
+    from retina_fast.data.pool import read_pool
     from retina_fast.classify.train import (
         TrainConfig,
         augment_batch,

@@ -83,8 +83,8 @@ if section classify-eager "classifier without compiling: ResNet152 512 x 512 tra
 fi
 if section tests "CUDA tests"; then
   # test_loaders' CUDA case needs DALI, checked separately below.
-  timeout 200 $PY -m pytest tests/test_upfirdn2d.py tests/test_bias_act.py tests/test_modconv.py tests/test_segment.py tests/test_transfer.py \
-    tests/test_gan_networks.py tests/test_gan_augment.py -q -m cuda -p no:cacheprovider 2>&1 | tail -25
+  timeout 200 $PY -m pytest tests/ops/test_upfirdn2d.py tests/ops/test_bias_act.py tests/ops/test_modconv.py tests/vessels/test_segment.py tests/test_transfer.py \
+    tests/gan/test_networks.py tests/gan/test_augment.py -q -m cuda -p no:cacheprovider 2>&1 | tail -25
 fi
 if section ratio "ratio tables fp32 and fp16"; then
   for d in float32 float16; do

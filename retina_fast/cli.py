@@ -4,9 +4,11 @@ import importlib
 import os
 import sys
 
+from .cli_types import positive_int
+
 # Each stage owns its sub-commands: the module exposes `register(subparsers)`.
 STAGE_CLIS = ("retina_fast.data.cli", "retina_fast.gan.cli", "retina_fast.metrics.cli", "retina_fast.vessels.cli",
-              "retina_fast.classify.cli", "retina_fast.turing.cli")
+              "retina_fast.classify.cli", "retina_fast.turing.cli", "retina_fast.audit.cli")
 
 
 STAGES = ("ops", "data", "gan", "vessels", "turing", "classify")
@@ -27,8 +29,8 @@ def main(argv=None):
     demo.add_argument("--stages", nargs="+", default=list(STAGES), choices=STAGES,
                       help="stages to run (default: all)")
     demo.add_argument("--out", default="demo-output", help="folder for the cohort, dataset and CSVs")
-    demo.add_argument("--patients", type=int, default=12, help="phantom patients in the cohort (default 12)")
-    demo.add_argument("--repeats", type=int, default=2, help="timed repeats per case (best is kept)")
+    demo.add_argument("--patients", type=positive_int, default=12, help="phantom patients in the cohort (default 12)")
+    demo.add_argument("--repeats", type=positive_int, default=2, help="timed repeats per case (best is kept)")
     demo.add_argument("--device", default="auto", help="cpu, cuda or auto (default)")
     demo.set_defaults(func=_demo)
     for name in STAGE_CLIS:

@@ -6,8 +6,9 @@
 - `grad_cam`, `overlay`, `save_overlays`, `default_target_layer` -- `retina_fast.classify.cam`
   (pytorch-grad-cam is imported on first use)
 - `make_classifier`, `load_weights` -- `retina_fast.classify.model`; `TrainConfig`, `train_classifier`,
-  `predict`, `load_classifier`, `items_from_source`, `augment_batch`, `Item` -- `.train`; `run_study`,
-  `read_pool`, `report_study`, `compare_modes` -- `.study`; `train_on_pool`, `label_pool`, `choose_thresholds` --
+  `predict`, `load_classifier`, `augment_batch` -- `.train`; `Item`, `items_from_source` --
+  `retina_fast.data.items`; `read_pool` -- `retina_fast.data.pool`; `run_study`, `report_study`,
+  `compare_modes` -- `.study`; `train_on_pool`, `label_pool`, `choose_thresholds` --
   `.labelling`; `demo_stage`, `make_phantom_pool` -- `.stage` (these import torchvision, ~2 s, so they
   load on first use)
 """
@@ -23,8 +24,9 @@ __all__ = ["BinaryMetrics", "binary_metrics", "auc_ci", "wilson_ci", "roc_curve_
 # C2's names: imported on first access (torchvision's import is slow), see the docstring.
 _LAZY = {"make_classifier": "model", "load_weights": "model", "TrainConfig": "train", "TrainResult": "train",
          "train_classifier": "train", "predict": "train", "load_classifier": "train",
-         "items_from_source": "train", "augment_batch": "train", "Item": "train", "run_study": "study",
-         "read_pool": "study", "report_study": "study", "compare_modes": "study", "StudyResult": "study",
+         "items_from_source": "retina_fast.data.items", "augment_batch": "train",
+         "Item": "retina_fast.data.items", "read_pool": "retina_fast.data.pool", "run_study": "study",
+         "report_study": "study", "compare_modes": "study", "StudyResult": "study",
          "train_on_pool": "labelling", "label_pool": "labelling", "choose_thresholds": "labelling",
          "demo_stage": "stage", "make_phantom_pool": "stage"}
 __all__ += list(_LAZY)
@@ -33,5 +35,6 @@ __all__ += list(_LAZY)
 def __getattr__(name):
     if name in _LAZY:
         import importlib
-        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+        module = _LAZY[name]
+        return getattr(importlib.import_module(module if "." in module else f".{module}", __name__), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

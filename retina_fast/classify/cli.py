@@ -9,9 +9,32 @@ POOL: a folder of images with labels.csv (name, patient_id, label), a `retina-fa
 output folder (manifest.csv + dataset/), or a dataset folder/zip with dataset.json labels.
 """
 import argparse
+import os
 import sys
 
+from retina_fast.cli_types import (
+    finite_float,
+    float_range,
+    int_at_least,
+    nonnegative_int,
+    positive_float,
+    positive_int,
+    probability,
+)
+
 __all__ = ["register"]
+
+# Flags naming inputs that must exist, checked before anything is created (`_check_inputs`).
+_INPUT_FLAGS = ("data", "pool", "labelled", "unlabelled", "images", "checkpoint", "labels_csv", "weights",
+                "synthetic")
+
+
+def _check_inputs(args):
+    """ValueError naming the first input flag whose path does not exist."""
+    for name in _INPUT_FLAGS:
+        path = getattr(args, name, None)
+        if path is not None and not os.path.exists(path):
+            raise ValueError(f"--{name.replace('_', '-')} {path!r}: no such file or folder")
 
 
 def _train_args(p, epochs=30):
@@ -19,17 +42,17 @@ def _train_args(p, epochs=30):
     g.add_argument("--arch", default="resnet152",
                    choices=["resnet18", "resnet34", "resnet50", "resnet101", "resnet152"], help="default: %(default)s")
     g.add_argument("--weights", default=None, help="local state_dict file (e.g. ImageNet); default random init")
-    g.add_argument("--size", type=int, default=512, help="input side in pixels (default: %(default)s)")
-    g.add_argument("--batch", type=int, default=10, help="minibatch (default: %(default)s)")
-    g.add_argument("--epochs", type=int, default=epochs, help="epochs (default: %(default)s)")
-    g.add_argument("--lr", type=float, default=1e-4, help="Adam learning rate (default: %(default)s)")
+    g.add_argument("--size", type=int_at_least(32), default=512, help="input side in pixels (default: %(default)s)")
+    g.add_argument("--batch", type=positive_int, default=10, help="minibatch (default: %(default)s)")
+    g.add_argument("--epochs", type=positive_int, default=epochs, help="epochs (default: %(default)s)")
+    g.add_argument("--lr", type=positive_float, default=1e-4, help="Adam learning rate (default: %(default)s)")
     g.add_argument("--no-augment", action="store_true", help="no flips/shift/zoom/rotation")
-    g.add_argument("--patience", type=int, default=None, help="stop after N epochs without a better valid loss")
-    g.add_argument("--seed", type=int, default=0, help="training seed (default: %(default)s)")
+    g.add_argument("--patience", type=positive_int, default=None, help="stop after N epochs without a better valid loss")
+    g.add_argument("--seed", type=nonnegative_int, default=0, help="training seed (default: %(default)s)")
     g.add_argument("--device", default="auto", help="cpu, cuda or auto (default)")
     g.add_argument("--backend", default="auto", choices=["auto", "torch", "dali"],
                    help="image loader (default: auto, DALI on CUDA when installed, else torch)")
-    g.add_argument("--workers", type=int, default=None,
+    g.add_argument("--workers", type=nonnegative_int, default=None,
                    help="loader workers (default: 0 on the CPU, most cores on CUDA)")
     g.add_argument("--amp", default=None, choices=["on", "off"], help="mixed precision (default: on for CUDA)")
     g.add_argument("--compile", nargs="?", const=True, default=False, metavar="MODE",
@@ -58,7 +81,7 @@ def register(subparsers):
     t.add_argument("--data", required=True, help="labelled pool (see `classify --help`)")
     t.add_argument("--labels-csv", default=None, help="CSV name,patient_id,label (default: POOL/labels.csv)")
     t.add_argument("--out", required=True, help="output folder")
-    t.add_argument("--split-seed", type=int, default=0)
+    t.add_argument("--split-seed", type=nonnegative_int, default=0)
     t.add_argument("--class-weight", default=None, choices=["balanced"], help="weighted cross-entropy")
     t.add_argument("--oversample", action="store_true", help="random oversampling of the minority class")
     _train_args(t)
@@ -68,11 +91,11 @@ def register(subparsers):
     q.add_argument("--checkpoint", required=True, help="checkpoint.pt written by training")
     q.add_argument("--images", required=True, help="folder of images, or dataset folder/zip")
     q.add_argument("--out", required=True, help="CSV to write (name, p_erm, label)")
-    q.add_argument("--threshold", type=float, default=0.5, help="ERM when p_erm >= this (default: %(default)s)")
+    q.add_argument("--threshold", type=probability, default=0.5, help="ERM when p_erm >= this (default: %(default)s)")
     q.add_argument("--device", default="auto")
-    q.add_argument("--batch", type=int, default=32)
+    q.add_argument("--batch", type=positive_int, default=32)
     q.add_argument("--backend", default="auto", choices=["auto", "torch", "dali"])
-    q.add_argument("--workers", type=int, default=None)
+    q.add_argument("--workers", type=nonnegative_int, default=None)
     q.set_defaults(func=_predict)
 
     lab = sub.add_parser("label", help="the paper's labelling workflow: train on labelled images, label a pool")
@@ -82,9 +105,9 @@ def register(subparsers):
     lab.add_argument("--out", required=True, help="output folder")
     lab.add_argument("--threshold", default="youden",
                      help="rule (youden, 0.5, sens>=0.90, ...) or a number (default: %(default)s)")
-    lab.add_argument("--sensitivities", type=float, nargs="+", default=[0.9, 0.95],
+    lab.add_argument("--sensitivities", type=float_range(0, 1, min_open=True, max_open=True), nargs="+", default=[0.9, 0.95],
                      help="targets of the fixed-sensitivity thresholds (default: 0.9 0.95)")
-    lab.add_argument("--split-seed", type=int, default=0)
+    lab.add_argument("--split-seed", type=nonnegative_int, default=0)
     _train_args(lab)
     lab.set_defaults(func=_label)
 
@@ -97,13 +120,18 @@ def register(subparsers):
                    help="normal:ERM ratios (default: the paper's six)")
     s.add_argument("--modes", nargs="+", default=["real", "synthetic", "oversample", "weighted"],
                    choices=["real", "synthetic", "oversample", "weighted"])
-    s.add_argument("--seeds", type=int, nargs="+", default=[0], help="training seeds per cell (default: 0)")
-    s.add_argument("--split-seed", type=int, default=0)
+    s.add_argument("--seeds", type=nonnegative_int, nargs="+", default=[0], help="training seeds per cell (default: 0)")
+    s.add_argument("--split-seed", type=nonnegative_int, default=0)
     s.add_argument("--no-balance-eval", action="store_true", help="keep the split's class ratio in valid/test")
-    s.add_argument("--threshold", type=float, default=0.5)
+    s.add_argument("--threshold", type=probability, default=0.5)
     s.add_argument("--auc-ci", default="delong", choices=["delong", "bootstrap"])
-    s.add_argument("--n-cam", type=int, default=2, help="Grad-CAM overlays per run (default: %(default)s)")
-    s.add_argument("--truncation-psi", type=float, default=1.0, help="when generating from a checkpoint")
+    s.add_argument("--n-cam", type=nonnegative_int, default=2, help="Grad-CAM overlays per run (default: %(default)s)")
+    s.add_argument("--truncation-psi", type=finite_float, default=1.0, help="when generating from a checkpoint")
+    s.add_argument("--class", dest="synthetic_class", type=nonnegative_int, default=None,
+                   help="class to generate from a conditional checkpoint (`train --cond`; 1 = ERM)")
+    s.add_argument("--synthetic-filter", default=None, choices=["audit"],
+                   help="audit: use only synthetic images that pass the realism audit's checks "
+                        "(table.md says how many were dropped)")
     s.add_argument("--no-checkpoints", action="store_true", help="delete each run's checkpoint after testing")
     _train_args(s)
     s.set_defaults(func=_study)
@@ -112,6 +140,7 @@ def register(subparsers):
 
 def _train(args):
     from .labelling import train_on_pool
+    _check_inputs(args)
     fit = train_on_pool(args.data, args.out, labels_csv=args.labels_csv, split_seed=args.split_seed,
                         train=_config(args, class_weight=args.class_weight, oversample=args.oversample))
     m = fit.test_metrics
@@ -122,29 +151,26 @@ def _train(args):
 
 
 def _predict(args):
-    import csv
-    import io
     import os
 
-    from retina_fast.data.dataset import write_text_atomic
+    from retina_fast.data.items import items_from_source
+    from retina_fast.report.tables import write_csv
 
-    from .train import items_from_source, load_classifier, predict
+    from .train import load_classifier, predict
+    _check_inputs(args)
     model = load_classifier(args.checkpoint, args.device)
     items = items_from_source(args.images)
     p = predict(model, items, batch_size=args.batch, backend=args.backend, workers=args.workers, progress=True)
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(("name", "p_erm", "label"))
-    for it, v in zip(items, p):
-        w.writerow((it.name, f"{v:.6g}", "erm" if v >= args.threshold else "normal"))
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    write_text_atomic(args.out, buf.getvalue())
+    write_csv(args.out, ("name", "p_erm", "label"),
+              [(it.name, f"{v:.6g}", "erm" if v >= args.threshold else "normal") for it, v in zip(items, p)])
     print(f"{len(items)} images, {int((p >= args.threshold).sum())} called ERM -> {args.out}")
     return 0
 
 
 def _label(args):
     from .labelling import label_pool
+    _check_inputs(args)
     try:
         threshold = float(args.threshold)
     except ValueError:
@@ -159,11 +185,13 @@ def _label(args):
 
 def _study(args):
     from .study import run_study
+    _check_inputs(args)
     cfg = _config(args)
     res = run_study(args.pool, args.out, labels_csv=args.labels_csv, synthetic=args.synthetic, ratios=args.ratios,
                     modes=args.modes, seeds=args.seeds, train=cfg, split_seed=args.split_seed,
                     balance_eval=not args.no_balance_eval, threshold=args.threshold, auc_method=args.auc_ci,
-                    n_cam=args.n_cam, truncation_psi=args.truncation_psi, keep_checkpoints=not args.no_checkpoints)
+                    n_cam=args.n_cam, truncation_psi=args.truncation_psi, synthetic_class=args.synthetic_class,
+                    keep_checkpoints=not args.no_checkpoints, synthetic_filter=args.synthetic_filter)
     with open(res.table_md, encoding="utf-8") as f:
         sys.stdout.write(f.read())
     print(f"\n{len(res.trained)} runs trained, {len(res.skipped)} already done; results: {res.results_csv}\n"

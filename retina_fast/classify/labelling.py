@@ -2,7 +2,7 @@
 
     res = label_pool("labelled/", "unlabelled/", "labelling_out")
 
-1. The labelled images (with patients, see `retina_fast.classify.study.read_pool`) are split by
+1. The labelled images (with patients, see `retina_fast.data.pool.read_pool`) are split by
    patient 7:1:2 and the classifier is trained on the train part, best epoch by validation loss
    (the paper: 600 ERM + 600 normal images, ResNet152, AUC 0.986 on its test part).
 2. Decision thresholds are chosen on the validation part: 0.5, Youden's J (max sensitivity +
@@ -15,8 +15,6 @@ Outputs under `outdir`: ``model/`` (checkpoint.pt, history.csv, training_curve.p
 ``labels.csv`` (name, p_erm, label, threshold; all unlabelled images, in pool order),
 ``thresholds.csv`` and ``thresholds.md`` (the threshold report), ``split.csv``. All atomic writes.
 """
-import csv
-import io
 import json
 import os
 from dataclasses import dataclass, replace
@@ -24,8 +22,11 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from retina_fast.data.dataset import write_text_atomic
+from retina_fast.data.items import as_items
+from retina_fast.data.pool import read_pool
+from retina_fast.report.tables import write_csv
 
-from .train import TrainConfig, _as_items, predict, train_classifier
+from .train import TrainConfig, check_config, predict, train_classifier
 
 __all__ = ["LabelResult", "PoolFit", "choose_thresholds", "label_pool", "train_on_pool"]
 
@@ -99,23 +100,24 @@ def train_on_pool(labelled, outdir, *, labels_csv=None, train=None, split_seed=0
     """
     from .metrics import binary_metrics
     from .split import check_no_leakage, patient_split
-    from .study import _write_csv, read_pool
 
     train = TrainConfig() if train is None else train
     outdir = os.path.abspath(os.fspath(outdir))
-    os.makedirs(outdir, exist_ok=True)
+    # Everything that can be checked is checked before outdir and split.csv are created.
+    check_config(train)
     items, pids = read_pool(labelled, labels_csv)
     labels = np.array([it.label for it in items])
     assign = patient_split(pids, labels, fractions=fractions, seed=split_seed)
     check_no_leakage(pids, assign)
-    _write_csv(os.path.join(outdir, "split.csv"), ("root", "name", "patient_id", "label", "split"),
-               [(it.root, it.name, p, it.label, a) for it, p, a in zip(items, pids, assign)])
     part = {s: [it for it, a in zip(items, assign) if a == s] for s in ("train", "valid", "test")}
     for s in ("valid", "test"):
         y = np.array([it.label for it in part[s]])
         if (y == 1).sum() < 2 or (y == 0).sum() < 2:
             raise ValueError(f"the labelled pool's {s} split has {(y == 0).sum()} normal and {(y == 1).sum()} ERM "
                              f"images; need >= 2 of each")
+    os.makedirs(outdir, exist_ok=True)
+    write_csv(os.path.join(outdir, "split.csv"), ("root", "name", "patient_id", "label", "split"),
+              [(it.root, it.name, p, it.label, a) for it, p, a in zip(items, pids, assign)])
     res = train_classifier(part["train"], part["valid"],
                            replace(train, outdir=os.path.join(outdir, "model"), progress=progress))
     kw = dict(batch_size=max(train.batch_size, 32), backend=train.backend, workers=train.workers)
@@ -123,8 +125,8 @@ def train_on_pool(labelled, outdir, *, labels_csv=None, train=None, split_seed=0
     y_test = np.array([it.label for it in part["test"]])
     p_valid = predict(res.model, part["valid"], **kw)
     p_test = predict(res.model, part["test"], **kw)
-    _write_csv(os.path.join(outdir, "test_predictions.csv"), ("root", "name", "label", "p_erm"),
-               [(it.root, it.name, it.label, f"{p:.6g}") for it, p in zip(part["test"], p_test)])
+    write_csv(os.path.join(outdir, "test_predictions.csv"), ("root", "name", "label", "p_erm"),
+              [(it.root, it.name, it.label, f"{p:.6g}") for it, p in zip(part["test"], p_test)])
     m = binary_metrics(y_test, p_test, threshold, auc_method=auc_method)
     metrics_json = os.path.join(outdir, "test_metrics.json")
     write_text_atomic(metrics_json, json.dumps({**m.as_dict(), "best_epoch": res.best_epoch + 1,
@@ -161,13 +163,12 @@ def label_pool(labelled, unlabelled, outdir, *, labels_csv=None, train=None, spl
     LabelResult
     """
     from .metrics import binary_metrics
-    from .study import _write_csv
 
     train = TrainConfig() if train is None else train
     rules = {"0.5", "youden"} | {f"sens>={float(s):.2f}" for s in sensitivities}
     if isinstance(threshold, str) and threshold not in rules:   # checked before the training, not after
         raise ValueError(f"threshold must be a number or one of {sorted(rules)}, got {threshold!r}")
-    pool_items = _as_items(unlabelled, "unlabelled")
+    pool_items = as_items(unlabelled, "unlabelled")
     fit = train_on_pool(labelled, outdir, labels_csv=labels_csv, train=train, split_seed=split_seed,
                         fractions=fractions, auc_method=auc_method, progress=progress)
     outdir, res = fit.outdir, fit.result
@@ -202,10 +203,10 @@ def label_pool(labelled, unlabelled, outdir, *, labels_csv=None, train=None, spl
                   f"{m.specificity:.3f} [{m.specificity_ci[0]:.3f}, {m.specificity_ci[1]:.3f}] | "
                   f"{m.accuracy:.3f} [{m.accuracy_ci[0]:.3f}, {m.accuracy_ci[1]:.3f}] |")
     thr_csv = os.path.join(outdir, "thresholds.csv")
-    _write_csv(thr_csv, ("rule", "threshold", "valid_sensitivity", "valid_specificity", "test_sensitivity",
-                         "test_sensitivity_ci_lo", "test_sensitivity_ci_hi", "test_specificity",
-                         "test_specificity_ci_lo", "test_specificity_ci_hi", "test_accuracy", "test_accuracy_ci_lo",
-                         "test_accuracy_ci_hi", "test_auc", "test_auc_ci_lo", "test_auc_ci_hi", "used"), rows)
+    write_csv(thr_csv, ("rule", "threshold", "valid_sensitivity", "valid_specificity", "test_sensitivity",
+                        "test_sensitivity_ci_lo", "test_sensitivity_ci_hi", "test_specificity",
+                        "test_specificity_ci_lo", "test_specificity_ci_hi", "test_accuracy", "test_accuracy_ci_lo",
+                        "test_accuracy_ci_hi", "test_auc", "test_auc_ci_lo", "test_auc_ci_hi", "used"), rows)
     m = binary_metrics(y_test, p_test, t, auc_method=auc_method)
     thr_md = os.path.join(outdir, "thresholds.md")
     write_text_atomic(thr_md, "\n".join(md) + f"\n\nThresholds chosen on the validation split ({len(y_valid)} "
@@ -214,15 +215,10 @@ def label_pool(labelled, unlabelled, outdir, *, labels_csv=None, train=None, spl
                       f"'{rule}' (threshold {t:.4f}).\n")
 
     p_pool = predict(res.model, pool_items, progress=progress, **kw)
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(("name", "p_erm", "label", "threshold"))
     relative = isinstance(unlabelled, (str, os.PathLike))  # names relative to the pool folder, else full paths
-    for it, p in zip(pool_items, p_pool):
-        w.writerow((it.name if relative else os.path.join(it.root, it.name), f"{p:.6g}",
-                    "erm" if p >= t else "normal", f"{t:.6g}"))
-    labels_out = os.path.join(outdir, "labels.csv")
-    write_text_atomic(labels_out, buf.getvalue())
+    labels_out = write_csv(os.path.join(outdir, "labels.csv"), ("name", "p_erm", "label", "threshold"),
+                           [(it.name if relative else os.path.join(it.root, it.name), f"{p:.6g}",
+                             "erm" if p >= t else "normal", f"{t:.6g}") for it, p in zip(pool_items, p_pool)])
     n_erm = int((p_pool >= t).sum())
     return LabelResult(labels_out, thr_csv, thr_md, res.checkpoint, thresholds, rule, t, n_erm,
                        len(pool_items) - n_erm)

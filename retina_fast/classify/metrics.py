@@ -89,7 +89,8 @@ def _check_inputs(y_true, y_score):
 
 
 def wilson_ci(successes, n, alpha=0.05):
-    """Wilson score confidence interval of a binomial proportion.
+    """Wilson score confidence interval [1]_ of a binomial proportion (recommended over the Wald
+    interval by Newcombe [2]_).
 
     Parameters
     ----------
@@ -104,6 +105,14 @@ def wilson_ci(successes, n, alpha=0.05):
     -------
     lo, hi : float (or arrays, broadcast)
         Bounds in [0, 1]; ``lo <= successes / n <= hi``.
+
+    References
+    ----------
+    .. [1] E. B. Wilson, "Probable Inference, the Law of Succession, and Statistical Inference",
+           Journal of the American Statistical Association 22(158), 209-212, 1927.
+           https://doi.org/10.1080/01621459.1927.10502953
+    .. [2] R. G. Newcombe, "Two-sided confidence intervals for the single proportion: comparison of
+           seven methods", Statistics in Medicine 17(8), 857-872, 1998.
     """
     a = _check_alpha(alpha)
     k = np.asarray(successes, dtype=np.float64)
@@ -166,17 +175,31 @@ def _delong(pos, neg, with_cov=True):
 
 
 def delong_variance(y_true, y_score):
-    """AUC and its DeLong variance (unbiased structural-component covariances, ddof=1).
+    """AUC and its DeLong variance [1]_ (unbiased structural-component covariances, ddof=1),
+    computed with the midrank algorithm of Sun & Xu [2]_.
 
     Parameters
     ----------
     y_true : (n,) array of 0/1
+        True classes, at least 2 of each.
     y_score : (n,) array of float
+        Scores, higher = more likely positive; finite.
 
     Returns
     -------
     auc : float
+        Mann-Whitney AUC in [0, 1].
     var : float
+        DeLong variance of the AUC.
+
+    References
+    ----------
+    .. [1] E. R. DeLong, D. M. DeLong and D. L. Clarke-Pearson, "Comparing the Areas under Two or
+           More Correlated Receiver Operating Characteristic Curves: A Nonparametric Approach",
+           Biometrics 44(3), 837-845, 1988. https://doi.org/10.2307/2531595
+    .. [2] X. Sun and W. Xu, "Fast Implementation of DeLong's Algorithm for Comparing the Areas Under
+           Correlated Receiver Operating Characteristic Curves", IEEE Signal Processing Letters
+           21(11), 1389-1393, 2014. https://doi.org/10.1109/LSP.2014.2337313
     """
     y, s = _check_inputs(y_true, y_score)
     _need_two_each(y)
@@ -251,8 +274,9 @@ def auc_ci(y_true, y_score, method="delong", *, alpha=0.05, n_boot=2000, seed=0)
     y_score : (n,) array of float
         Scores, higher = more likely positive; finite.
     method : {'delong', 'bootstrap'}
-        'delong': AUC +- z SE with the DeLong SE, clipped to [0, 1] (needs >= 2 of each class).
-        'bootstrap': stratified bootstrap percentile interval, SE = SD of the replicate AUCs.
+        'delong': AUC +- z SE with the DeLong SE [1]_ (Sun & Xu's algorithm [2]_), clipped to
+        [0, 1] (needs >= 2 of each class).
+        'bootstrap': stratified bootstrap percentile interval [3]_, SE = SD of the replicate AUCs.
     alpha : float
         1 - confidence level.
     n_boot, seed : int
@@ -261,8 +285,22 @@ def auc_ci(y_true, y_score, method="delong", *, alpha=0.05, n_boot=2000, seed=0)
     Returns
     -------
     auc : float
+        Mann-Whitney AUC in [0, 1].
     (lo, hi) : (float, float)
+        Bounds of the interval, in [0, 1].
     se : float
+        Standard error of the AUC.
+
+    References
+    ----------
+    .. [1] E. R. DeLong, D. M. DeLong and D. L. Clarke-Pearson, "Comparing the Areas under Two or
+           More Correlated Receiver Operating Characteristic Curves: A Nonparametric Approach",
+           Biometrics 44(3), 837-845, 1988. https://doi.org/10.2307/2531595
+    .. [2] X. Sun and W. Xu, "Fast Implementation of DeLong's Algorithm for Comparing the Areas Under
+           Correlated Receiver Operating Characteristic Curves", IEEE Signal Processing Letters
+           21(11), 1389-1393, 2014. https://doi.org/10.1109/LSP.2014.2337313
+    .. [3] B. Efron and R. J. Tibshirani, "An Introduction to the Bootstrap", Chapman & Hall, 1993
+           (percentile intervals: chapter 13).
     """
     a = _check_alpha(alpha)
     if method not in AUC_METHODS:
@@ -294,11 +332,13 @@ class PairedDelong(NamedTuple):
 
 
 def paired_delong(y_true, score_a, score_b, *, alpha=0.05):
-    """DeLong test of two correlated AUCs (two classifiers scored on the same cases).
+    """DeLong test [1]_ of two correlated AUCs (two classifiers scored on the same cases), with
+    the covariance computed by Sun & Xu's algorithm [2]_.
 
     Parameters
     ----------
     y_true : (n,) array of 0/1
+        True classes, at least 2 of each.
     score_a, score_b : (n,) arrays of float
         Scores of classifier A and B for the same cases, in the same order.
     alpha : float
@@ -312,6 +352,15 @@ def paired_delong(y_true, score_a, score_b, *, alpha=0.05):
         two-sided p-value of H0: equal AUCs; ``diff`` = auc_a - auc_b and ``ci`` = (lo, hi), its
         Wald interval diff -+ z_(1-alpha/2) SE (not clipped: the difference lies in [-1, 1]).
         Unpacks as ``auc_a, auc_b, z, p, diff, ci``.
+
+    References
+    ----------
+    .. [1] E. R. DeLong, D. M. DeLong and D. L. Clarke-Pearson, "Comparing the Areas under Two or
+           More Correlated Receiver Operating Characteristic Curves: A Nonparametric Approach",
+           Biometrics 44(3), 837-845, 1988. https://doi.org/10.2307/2531595
+    .. [2] X. Sun and W. Xu, "Fast Implementation of DeLong's Algorithm for Comparing the Areas Under
+           Correlated Receiver Operating Characteristic Curves", IEEE Signal Processing Letters
+           21(11), 1389-1393, 2014. https://doi.org/10.1109/LSP.2014.2337313
     """
     z_crit = ndtri(1.0 - _check_alpha(alpha) / 2.0)
     y = _check_labels(y_true)

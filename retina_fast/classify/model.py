@@ -14,6 +14,10 @@ import os
 import torch
 from torchvision.models.resnet import BasicBlock, Bottleneck, ResNet
 
+from retina_fast.checkpoints import load_torch_file
+from retina_fast.checks import check_int
+from retina_fast.device import resolve_device
+
 __all__ = ["ARCHITECTURES", "ResNetClassifier", "load_weights", "make_classifier", "prepare_for_device"]
 
 # torchvision's layer counts of each depth
@@ -90,10 +94,7 @@ def load_weights(model, path):
     if not os.path.isfile(path):
         raise FileNotFoundError(f"weights file not found: {path!r} (weights are never downloaded; "
                                 f"give a local state_dict file)")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise ValueError(f"weights file {path!r} cannot be read by torch.load: {e}") from None
+    obj = load_torch_file(path, what="weights file")
     sd = {k.removeprefix("module."): v for k, v in _state_dict_of(obj, path).items()}
     own = model.state_dict()
     skipped = [k for k in ("fc.weight", "fc.bias") if k in sd and sd[k].shape != own[k].shape]
@@ -135,8 +136,7 @@ def make_classifier(arch="resnet152", num_classes=2, weights=None, *, device="cp
     """
     if arch not in ARCHITECTURES:
         raise ValueError(f"arch must be one of {sorted(ARCHITECTURES)}, got {arch!r}")
-    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
-        raise ValueError(f"num_classes must be an integer >= 2, got {num_classes!r}")
+    num_classes = check_int("num_classes", num_classes, minimum=2)
     model = ResNetClassifier(arch, num_classes)
     if weights is not None:
         load_weights(model, weights)
@@ -145,9 +145,7 @@ def make_classifier(arch="resnet152", num_classes=2, weights=None, *, device="cp
 
 def prepare_for_device(model, device, channels_last=None):
     """Move `model` to `device`; channels_last memory format on CUDA (or as `channels_last` says)."""
-    device = torch.device(device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device={str(device)!r} asked for, but torch sees no CUDA GPU")
+    device = resolve_device(device)
     if channels_last is None:
         channels_last = device.type == "cuda"
     model = model.to(device)

@@ -12,7 +12,7 @@ paper's 1:1 cell used 691 + 691, the others 1382 normals). Subsets are nested: t
 
 - 'real': the imbalanced real set only (the paper's "No" rows);
 - 'synthetic': topped up with n_normal - n_ERM synthetic ERM images to balance (the paper's "Yes"
-  rows), from a folder of images or a generator checkpoint (`retina_fast.gan.generate`);
+  rows), from a folder of images or a generator checkpoint (`retina_fast.synthetic.SyntheticSource`);
 - 'oversample': minority images drawn with replacement until balanced (random oversampling);
 - 'weighted': cross-entropy weighted n / (2 n_c) per class.
 
@@ -26,6 +26,8 @@ Outputs under `outdir`::
 
     study.json          settings that must not change between resumed runs
     split.csv           name, patient_id, label, split (and whether the image is in the balanced eval set)
+    synthetic.csv       root, name of the synthetic ERM images used (a 'synthetic' cell takes the first
+                        n_train_synthetic); a checkpoint's images are generated into synthetic[-class<K>]/
     results.csv         one row per finished cell
     table.md            Table 4 layout: ratio rows x modes, AUC [95 % CI], accuracy, sensitivity, specificity;
                         then the paired comparisons
@@ -50,16 +52,14 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from retina_fast.data.dataset import label_code, list_images, write_text_atomic
+from retina_fast.data.dataset import list_images
+from retina_fast.data.items import Item
+from retina_fast.data.pool import read_pool
+from retina_fast.device import resolve_device
+from retina_fast.fileio import write_text_atomic
+from retina_fast.report.tables import write_csv
 
-from .train import (
-    Item,
-    TrainConfig,
-    _resolve_device,
-    items_from_source,
-    predict,
-    train_classifier,
-)
+from .train import TrainConfig, predict, train_classifier
 
 __all__ = [
     "MODES",
@@ -71,7 +71,6 @@ __all__ = [
     "parse_ratio",
     "plan_cells",
     "ratio_label",
-    "read_pool",
     "read_results",
     "report_study",
     "run_study",
@@ -87,79 +86,12 @@ COMPARISONS = (("synthetic", "real"), ("oversample", "real"), ("weighted", "real
                ("synthetic", "oversample"), ("synthetic", "weighted"))
 COMPARISON_COLUMNS = ("ratio", "erm_fraction", "seed", "mode_a", "mode_b", "auc_a", "auc_b", "delta_auc",
                       "delta_ci_lo", "delta_ci_hi", "z", "p")
-_FIXED_KEYS = ("pool", "n_pool", "split_seed", "fractions", "balance_eval", "synthetic", "train",
-               "threshold", "auc_method", "alpha")
+_FIXED_KEYS = ("pool", "n_pool", "split_seed", "fractions", "balance_eval", "synthetic", "synthetic_class",
+               "train", "threshold", "auc_method", "alpha", "synthetic_filter")
 
 
 # ----------------------------------------------------------------------------------------------
-# The pool
-
-
-def _read_labels_csv(path, root):
-    with open(path, newline="", encoding="utf-8") as f:
-        reader = csv.DictReader(f)
-        cols = reader.fieldnames or []
-        name_col = next((c for c in ("name", "file", "image", "output") if c in cols), None)
-        if name_col is None or "patient_id" not in cols or "label" not in cols:
-            raise ValueError(f"labels CSV {path!r} needs columns name (or file/image), patient_id and label; "
-                             f"has {cols}")
-        items, pids = [], []
-        for i, r in enumerate(reader):
-            try:
-                lab = label_code(r["label"])
-            except ValueError as e:
-                raise ValueError(f"labels CSV {path!r} row {i + 2}: {e}") from None
-            if lab not in (0, 1):
-                raise ValueError(f"labels CSV {path!r} row {i + 2}: label must be normal/erm (0/1), got {r['label']!r}")
-            if not r["patient_id"]:
-                raise ValueError(f"labels CSV {path!r} row {i + 2}: empty patient_id")
-            items.append(Item(root, r[name_col], lab))
-            pids.append(r["patient_id"])
-    return items, pids
-
-
-def read_pool(source, labels_csv=None):
-    """Labelled real images and their patients.
-
-    Parameters
-    ----------
-    source : path
-        One of: a folder of images with `labels_csv` (or with a ``labels.csv`` inside); the output
-        folder of `retina_fast.data.prepare` (``manifest.csv`` + ``dataset/``: accepted images, the
-        manifest's pseudonymous key as patient); a dataset folder/zip with dataset.json labels (each
-        image its own patient: only right when there is one image per patient).
-    labels_csv : path, optional
-        CSV with columns ``name`` (relative to `source`), ``patient_id``, ``label`` (normal/erm or 0/1).
-
-    Returns
-    -------
-    items : list of Item
-    patient_ids : numpy array of str
-    """
-    source = os.fspath(source)
-    if labels_csv is None and os.path.isdir(source) and os.path.isfile(os.path.join(source, "labels.csv")):
-        labels_csv = os.path.join(source, "labels.csv")
-    if labels_csv is not None:
-        if not os.path.isfile(labels_csv):
-            raise ValueError(f"labels_csv not found: {labels_csv!r}")
-        items, pids = _read_labels_csv(labels_csv, source)
-    elif os.path.isfile(os.path.join(source, "manifest.csv")) and os.path.isdir(os.path.join(source, "dataset")):
-        from retina_fast.data.prepare import read_manifest
-        root = os.path.join(source, "dataset")
-        items, pids = [], []
-        for r in read_manifest(os.path.join(source, "manifest.csv")):
-            if r["status"] == "accepted" and r["label"] not in ("", None) and label_code(r["label"]) in (0, 1):
-                items.append(Item(root, r["output"], label_code(r["label"])))
-                pids.append(r["key"])
-    else:
-        items = [it for it in items_from_source(source) if it.label in (0, 1)]
-        pids = [it.name for it in items]
-    if not items:
-        raise ValueError(f"pool {source!r} holds no images labelled normal/ERM")
-    labels = np.array([it.label for it in items])
-    if not ((labels == 0).any() and (labels == 1).any()):
-        raise ValueError(f"pool {source!r} needs both normal and ERM images; labels found: {sorted(set(labels))}")
-    return items, np.array(pids, dtype=str)
+# Ratios
 
 
 def parse_ratio(ratio):
@@ -277,46 +209,84 @@ def _append_row(path, row):
     write_text_atomic(path, old + buf.getvalue())
 
 
-def _write_csv(path, header, rows):
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(header)
-    w.writerows(rows)
-    write_text_atomic(path, buf.getvalue())
-
-
 # ----------------------------------------------------------------------------------------------
 # Synthetic images
 
 
-def _synthetic_items(synthetic, n_needed, outdir, *, synthetic_seed=0, truncation_psi=1.0, device="cpu",
-                     progress=False):
-    """`n_needed` synthetic ERM items (label 1) from a folder of images or a generator checkpoint."""
+SYNTHETIC_FILTERS = (None, "audit")
+
+
+def _audit_synthetic(root, names, n_needed, outdir):
+    """The first `n_needed` of `names` that pass the realism audit's checks; writes
+    ``synthetic_audit.csv`` (per image) and ``synthetic_audit.json`` (counts, for table.md)."""
+    from retina_fast.audit.realism import audit_filter
+
+    kept, table = audit_filter(root, names, n_needed)
+    write_text_atomic(os.path.join(outdir, "synthetic_audit.csv"), table.to_csv(index=False))
+    failed = table[~table["passed"].astype(bool)]
+    summary = {"audited": len(table), "dropped": len(failed), "kept": len(kept), "needed": int(n_needed),
+               "reasons": {str(k): int(v) for k, v in failed["reason"].value_counts().items()}}
+    write_text_atomic(os.path.join(outdir, "synthetic_audit.json"), json.dumps(summary, indent=1) + "\n")
+    return kept
+
+
+def _synthetic_items(synthetic, n_needed, outdir, *, synthetic_seed=0, truncation_psi=1.0, synthetic_class=None,
+                     device="cpu", progress=False, synthetic_filter=None):
+    """`n_needed` synthetic ERM items (label 1) from a `retina_fast.synthetic.SyntheticSource` (or the
+    path of a folder of images or a generator checkpoint; of a conditional generator: its class
+    `synthetic_class`). `synthetic_filter='audit'` keeps only images that pass the realism audit's
+    checks (`retina_fast.audit.realism`), in order; from a checkpoint, more seeds are generated to
+    replace the dropped ones."""
+    from retina_fast.synthetic import SyntheticSource
+
     if n_needed <= 0:
         return []
+    if synthetic_filter not in SYNTHETIC_FILTERS:
+        raise ValueError(f"synthetic_filter must be one of {SYNTHETIC_FILTERS}, got {synthetic_filter!r}")
     if synthetic is None:
         raise ValueError("mode 'synthetic' needs `synthetic`: a folder of synthetic ERM images or a generator "
                          "checkpoint")
-    path = os.fspath(synthetic)
-    if os.path.isdir(path) or (os.path.isfile(path) and path.lower().endswith(".zip")):
+    if not os.path.exists(synthetic):
+        raise ValueError(f"synthetic must be a folder of images or a generator checkpoint; not found: "
+                         f"{os.fspath(synthetic)!r}")
+    if isinstance(synthetic, SyntheticSource):
+        source = synthetic
+    else:
+        p = os.fspath(synthetic)
+        gen = {} if os.path.isdir(p) or p.lower().endswith(".zip") else dict(
+            seeds=range(synthetic_seed, synthetic_seed + n_needed), class_idx=synthetic_class,
+            truncation_psi=truncation_psi)
+        source = SyntheticSource.from_arg(p, name="synthetic", **gen)
+    path = source.path
+    if not source.is_generator:
         items = [Item(path, name, 1) for name, _ in list_images(path)]
         if len(items) < n_needed:
             raise ValueError(f"synthetic folder {path!r} holds {len(items)} images; the study needs {n_needed}")
+        if synthetic_filter == "audit":
+            kept = _audit_synthetic(path, [it.name for it in items], n_needed, outdir)
+            if len(kept) < n_needed:
+                raise ValueError(f"synthetic folder {path!r}: {len(kept)} images pass the audit; the study "
+                                 f"needs {n_needed}")
+            return [Item(path, n, 1) for n in kept]
         return items[:n_needed]
-    if not os.path.isfile(path):
-        raise ValueError(f"synthetic must be a folder of images or a generator checkpoint; not found: {path!r}")
-    try:
-        from retina_fast.gan.generate import generate_images
-    except ImportError as e:
-        raise ValueError(f"synthetic={path!r} is a checkpoint, but retina_fast.gan.generate is not available "
-                         f"({e}); give a folder of generated images instead") from None
-    gen_dir = os.path.join(outdir, "synthetic")
-    seeds = list(range(synthetic_seed, synthetic_seed + n_needed))
-    names = [f"seed{s:06d}.png" for s in seeds]
-    missing = [s for s, n in zip(seeds, names) if not os.path.isfile(os.path.join(gen_dir, n))]
-    if missing:
-        generate_images(path, missing, gen_dir, truncation_psi=truncation_psi, noise_mode="const", device=device)
-    return [Item(gen_dir, n, 1) for n in names]
+    # One cache folder per class: images of another class never stand in for the asked one. (study.json
+    # pins the checkpoint and class of a resumed study, so the folder is not named by a hash.)
+    cache = "synthetic" if source.class_idx is None else f"synthetic-class{source.class_idx}"
+    # with the audit, up to 10x as many seeds are generated, as needed, to replace dropped images
+    first, n_seeds = source.seeds[0], n_needed
+    while True:
+        paths = source.with_seeds(range(first, first + n_seeds)).resolve(outdir, name=cache, device=device,
+                                                                          progress=progress)
+        gen_dir, names = os.path.dirname(paths[0]), [os.path.basename(p) for p in paths]
+        if synthetic_filter != "audit":
+            return [Item(gen_dir, n, 1) for n in names]
+        kept = _audit_synthetic(gen_dir, names, n_needed, outdir)
+        if len(kept) == n_needed:
+            return [Item(gen_dir, n, 1) for n in kept]
+        if n_seeds >= 10 * n_needed:
+            raise ValueError(f"synthetic={path!r}: {len(kept)} of {n_seeds} generated images pass the audit; "
+                             f"the study needs {n_needed}")
+        n_seeds = min(10 * n_needed, n_seeds + 2 * (n_needed - len(kept)))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -339,13 +309,15 @@ class StudyResult:
     overlays: list = field(default_factory=list)
 
 
-def _settings(pool, n_pool, split_seed, fractions, balance_eval, synthetic, train, threshold, auc_method, alpha):
+def _settings(pool, n_pool, split_seed, fractions, balance_eval, synthetic, synthetic_class, train, threshold,
+              auc_method, alpha):
     t = train.as_dict()
     for k in ("outdir", "seed", "device", "backend", "workers", "progress", "class_weight", "oversample"):
         t.pop(k, None)   # per cell, or not affecting results
     return {"pool": os.path.abspath(os.fspath(pool)), "n_pool": int(n_pool), "split_seed": int(split_seed),
             "fractions": [float(f) for f in fractions], "balance_eval": bool(balance_eval),
             "synthetic": None if synthetic is None else os.path.abspath(os.fspath(synthetic)),
+            "synthetic_class": None if synthetic_class is None else int(synthetic_class),
             "train": t, "threshold": float(threshold), "auc_method": auc_method, "alpha": float(alpha)}
 
 
@@ -359,13 +331,14 @@ def _check_resume(path, settings):
     if os.path.isfile(path):
         with open(path, encoding="utf-8") as f:
             old = json.load(f)
+        unset = old.get("synthetic") is None or settings.get("synthetic") is None
         diff = [k for k in _FIXED_KEYS if old.get(k) != settings.get(k)
-                and not (k == "synthetic" and (old.get(k) is None or settings.get(k) is None))]
+                and not (k in ("synthetic", "synthetic_class") and unset)]
         if diff:
             raise ValueError(f"{path} was written with other settings ({', '.join(diff)} differ): use a new outdir, "
                              f"or the same settings to resume")
         if settings.get("synthetic") is None:
-            settings = {**settings, "synthetic": old.get("synthetic")}
+            settings = {**settings, "synthetic": old.get("synthetic"), "synthetic_class": old.get("synthetic_class")}
     return None if settings == old else settings
 
 
@@ -375,7 +348,7 @@ def _eval_uint8(items, size):
 
     from retina_fast.data.loaders import make_loader
 
-    from .train import stage_items
+    from retina_fast.data.items import stage_items
     with tempfile.TemporaryDirectory(prefix="retina_fast_cam_") as tmp:
         loader = make_loader(stage_items(items, tmp), batch_size=len(items), resolution=size)
         x = next(iter(loader))[0]
@@ -385,19 +358,27 @@ def _eval_uint8(items, size):
 def run_study(pool, outdir, *, labels_csv=None, synthetic=None, ratios=RATIOS, modes=MODES, seeds=(0,),
               train=None, split_seed=0, fractions=(0.7, 0.1, 0.2), balance_eval=True, threshold=0.5,
               auc_method="delong", n_boot=2000, alpha=0.05, n_cam=2, synthetic_seed=0, truncation_psi=1.0,
-              keep_checkpoints=True, progress=True):
+              synthetic_class=None, keep_checkpoints=True, progress=True, synthetic_filter=None):
     """Train every (ratio, mode, seed) cell, resuming; write results.csv, table.md and the plots.
 
     Parameters
     ----------
     pool : path
-        Real labelled images with patients, see `read_pool` (`labels_csv` as there).
+        Real labelled images with patients, see `retina_fast.data.pool.read_pool` (`labels_csv` as there).
     outdir : path
         Output folder (see the module docstring); reusing it resumes.
-    synthetic : None or path
+    synthetic : None, path or retina_fast.synthetic.SyntheticSource
         Folder of synthetic ERM images (the first ones in sorted order are used) or a generator
-        checkpoint (images generated once, seeds `synthetic_seed`..., into ``outdir/synthetic``).
-        Needed by mode 'synthetic'.
+        checkpoint (images generated once, seeds `synthetic_seed`..., into ``outdir/synthetic``),
+        or a SyntheticSource (a generator's class is its `class_idx` unless `synthetic_class` is
+        given). Needed by mode 'synthetic'.
+    synthetic_class : int or None
+        For a conditional generator checkpoint (`retina-fast train --cond`): the class to generate
+        (1: ERM); images go to ``outdir/synthetic-class<K>``.
+    synthetic_filter : None or 'audit'
+        'audit': use only synthetic images that pass the realism audit's checks
+        (`retina_fast.audit.realism`; from a checkpoint, further seeds replace the dropped ones);
+        ``synthetic_audit.csv``/``.json`` record them and table.md says how many were dropped.
     ratios : sequence
         ERM fractions or 'normal:erm' strings (default the paper's six).
     modes : sequence of {'real', 'synthetic', 'oversample', 'weighted'}
@@ -430,8 +411,45 @@ def run_study(pool, outdir, *, labels_csv=None, synthetic=None, ratios=RATIOS, m
         Bad arguments, a pool too small for a ratio, too few synthetic images, or an outdir written
         with other settings.
     """
-    from .metrics import AUC_METHODS, binary_metrics
-    from .split import check_no_leakage, patient_split
+    from retina_fast.synthetic import SyntheticSource
+
+    if isinstance(synthetic, SyntheticSource) and synthetic_class is None:
+        synthetic_class = synthetic.class_idx
+    train, ratios, modes, seeds = _check_study_args(train, ratios, modes, seeds, auc_method, synthetic,
+                                                    synthetic_filter)
+    outdir = os.path.abspath(os.fspath(outdir))
+    os.makedirs(outdir, exist_ok=True)
+
+    items, pids = read_pool(pool, labels_csv)
+    labels = np.array([it.label for it in items])
+    settings_json = os.path.join(outdir, "study.json")
+    new_settings = _check_resume(settings_json, _settings(pool, len(items), split_seed, fractions, balance_eval,
+                                                          synthetic, synthetic_class, train, threshold, auc_method,
+                                                          alpha) | {"synthetic_filter": synthetic_filter})
+    split = _split_pool(items, pids, labels, outdir, split_seed=split_seed, fractions=fractions,
+                        balance_eval=balance_eval)
+    plan = plan_cells(labels, split.assign, ratios, modes, seed=split_seed)
+    cells = [(r, m, s) for r in ratios for m in modes if not (r == 1.0 and m != "real") for s in seeds]
+    need_syn = max([plan[r]["n_synthetic"] for r, m, _ in cells if m == "synthetic"], default=0)
+    syn_items = _synthetic_items(synthetic, need_syn, outdir, synthetic_seed=synthetic_seed,
+                                 truncation_psi=truncation_psi, synthetic_class=synthetic_class,
+                                 device=resolve_device(train.device).type, synthetic_filter=synthetic_filter)
+    if new_settings is not None:   # the inputs passed every check: from here on, runs can be resumed
+        write_text_atomic(settings_json, json.dumps(new_settings, indent=1, sort_keys=True) + "\n")
+    if syn_items:   # which files the 'synthetic' rows trained on (the first n_train_synthetic of them)
+        write_csv(os.path.join(outdir, "synthetic.csv"), ("root", "name"), [(it.root, it.name) for it in syn_items])
+
+    result = StudyResult(outdir, os.path.join(outdir, "results.csv"), os.path.join(outdir, "table.md"),
+                         os.path.join(outdir, "roc.png"), os.path.join(outdir, "metric_vs_ratio.png"))
+    evaluation = dict(threshold=threshold, auc_method=auc_method, n_boot=n_boot, alpha=alpha, n_cam=n_cam,
+                      keep_checkpoints=keep_checkpoints)
+    _train_cells(cells, plan, items, split, syn_items, train, result, evaluation, progress=progress)
+    return _finish_study(result)
+
+
+def _check_study_args(train, ratios, modes, seeds, auc_method, synthetic, synthetic_filter):
+    """(train, ratios, modes, seeds) of `run_study`, checked and normalised; nothing is written."""
+    from .metrics import AUC_METHODS
 
     train = TrainConfig(arch="resnet152") if train is None else train
     if not isinstance(train, TrainConfig):
@@ -446,17 +464,27 @@ def run_study(pool, outdir, *, labels_csv=None, synthetic=None, ratios=RATIOS, m
         raise ValueError(f"seeds must be a non-empty list of integers >= 0, got {seeds}")
     if auc_method not in AUC_METHODS:
         raise ValueError(f"auc_method must be one of {AUC_METHODS}, got {auc_method!r}")
+    if synthetic_filter not in SYNTHETIC_FILTERS:
+        raise ValueError(f"synthetic_filter must be one of {SYNTHETIC_FILTERS}, got {synthetic_filter!r}")
     if synthetic is not None and not os.path.exists(synthetic):
         raise ValueError(f"synthetic must be a folder of images or a generator checkpoint; not found: "
                          f"{os.fspath(synthetic)!r}")
-    outdir = os.path.abspath(os.fspath(outdir))
-    os.makedirs(outdir, exist_ok=True)
+    return train, ratios, modes, seeds
 
-    items, pids = read_pool(pool, labels_csv)
-    labels = np.array([it.label for it in items])
-    settings_json = os.path.join(outdir, "study.json")
-    new_settings = _check_resume(settings_json, _settings(pool, len(items), split_seed, fractions, balance_eval,
-                                                          synthetic, train, threshold, auc_method, alpha))
+
+@dataclass
+class _Split:
+    """The study's patient split: per pool image its split, and the (balanced) evaluation sets."""
+    assign: np.ndarray
+    valid_items: list
+    test_items: list
+    y_test: np.ndarray
+
+
+def _split_pool(items, pids, labels, outdir, *, split_seed, fractions, balance_eval):
+    """Patient-level split, balanced validation/test sets (if asked), checked and written to split.csv."""
+    from .split import check_no_leakage, patient_split
+
     assign = patient_split(pids, labels, fractions=fractions, seed=split_seed)
     check_no_leakage(pids, assign)
     idx_valid = np.flatnonzero(assign == "valid")
@@ -469,25 +497,15 @@ def run_study(pool, outdir, *, labels_csv=None, synthetic=None, ratios=RATIOS, m
                              f"{(labels[idx] == 1).sum()} ERM images; need >= 2 of each (pool too small)")
     in_eval = np.zeros(len(items), bool)
     in_eval[idx_valid] = in_eval[idx_test] = True
-    _write_csv(os.path.join(outdir, "split.csv"), ("root", "name", "patient_id", "label", "split", "in_eval"),
-               [(it.root, it.name, p, it.label, a, int(e) if a != "train" else "")
+    write_csv(os.path.join(outdir, "split.csv"), ("root", "name", "patient_id", "label", "split", "in_eval"),
+              [(it.root, it.name, p, it.label, a, int(e) if a != "train" else "")
                 for it, p, a, e in zip(items, pids, assign, in_eval)])
-    plan = plan_cells(labels, assign, ratios, modes, seed=split_seed)
-    valid_items = [items[i] for i in idx_valid]
-    test_items = [items[i] for i in idx_test]
-    y_test = labels[idx_test]
+    return _Split(assign, [items[i] for i in idx_valid], [items[i] for i in idx_test], labels[idx_test])
 
-    cells = [(r, m, s) for r in ratios for m in modes if not (r == 1.0 and m != "real") for s in seeds]
-    need_syn = max([plan[r]["n_synthetic"] for r, m, _ in cells if m == "synthetic"], default=0)
-    syn_items = _synthetic_items(synthetic, need_syn, outdir, synthetic_seed=synthetic_seed,
-                                 truncation_psi=truncation_psi, device=_resolve_device(train.device).type)
-    if new_settings is not None:   # the inputs passed every check: from here on, runs can be resumed
-        write_text_atomic(settings_json, json.dumps(new_settings, indent=1, sort_keys=True) + "\n")
 
-    results_csv = os.path.join(outdir, "results.csv")
-    done = {_cell_key(float(r["erm_fraction"]), r["mode"], int(r["seed"])) for r in read_results(results_csv)}
-    result = StudyResult(outdir, results_csv, os.path.join(outdir, "table.md"), os.path.join(outdir, "roc.png"),
-                         os.path.join(outdir, "metric_vs_ratio.png"))
+def _train_cells(cells, plan, items, split, syn_items, train, result, evaluation, *, progress):
+    """Train and score every cell not yet in results.csv (skipped ones are recorded in `result`)."""
+    done = {_cell_key(float(r["erm_fraction"]), r["mode"], int(r["seed"])) for r in read_results(result.results_csv)}
     bar = None
     if progress:
         from tqdm import tqdm
@@ -497,58 +515,73 @@ def run_study(pool, outdir, *, labels_csv=None, synthetic=None, ratios=RATIOS, m
             key = _cell_key(r, mode, seed)
             if key in done:
                 result.skipped.append(key)
+            else:
                 if bar:
-                    bar.update()
-                continue
-            if bar:
-                bar.set_postfix_str(f"{ratio_label(r)} {mode} seed {seed}")
-            p = plan[r]
-            train_items = [items[i] for i in p["normal"]] + [items[i] for i in p["erm"]]
-            n_syn = p["n_synthetic"] if mode == "synthetic" else 0
-            train_items += syn_items[:n_syn]
-            run_dir = os.path.join(outdir, "runs", _cell_dir(r, mode, seed))
-            if os.path.isdir(run_dir):   # left by an interrupted run of this cell
-                shutil.rmtree(run_dir)
-            cfg = replace(train, outdir=run_dir, seed=seed, progress=False,
-                          class_weight="balanced" if mode == "weighted" else None,
-                          oversample=mode == "oversample")
-            t0 = time.perf_counter()
-            res = train_classifier(train_items, valid_items, cfg)
-            seconds = time.perf_counter() - t0
-            score = predict(res.model, test_items, batch_size=max(train.batch_size, 32), backend=train.backend,
-                            workers=train.workers)
-            _write_csv(os.path.join(run_dir, "test_predictions.csv"), ("root", "name", "label", "p_erm"),
-                       [(it.root, it.name, it.label, f"{s:.6g}") for it, s in zip(test_items, score)])
-            m = binary_metrics(y_test, score, threshold, auc_method=auc_method, n_boot=n_boot, seed=seed,
-                               alpha=alpha)
-            if n_cam > 0:
-                top = [i for i in np.argsort(-score, kind="stable") if y_test[i] == 1][:n_cam]
-                if top:
-                    from .cam import save_overlays
-                    sel = [test_items[i] for i in top]
-                    save_overlays(
-                        res.model, _eval_uint8(sel, train.size),
-                        [f"rank{k + 1}_{os.path.splitext(os.path.basename(it.name))[0]}" for k, it in enumerate(sel)],
-                        os.path.join(run_dir, "gradcam"), target_class=1)
-            if not keep_checkpoints and res.checkpoint and os.path.exists(res.checkpoint):
-                os.remove(res.checkpoint)
-            row = {"ratio": ratio_label(r), "erm_fraction": f"{r:g}", "mode": mode, "seed": seed,
-                   "n_train_normal": len(p["normal"]), "n_train_erm": len(p["erm"]), "n_train_synthetic": n_syn,
-                   "n_valid": len(valid_items), "best_epoch": res.best_epoch + 1, "epochs_run": len(res.history),
-                   "train_seconds": round(seconds, 2)}
-            row.update({k: (round(v, 6) if isinstance(v, float) else v) for k, v in m.as_dict().items()})
-            row["run_dir"] = os.path.relpath(run_dir, outdir)
-            _append_row(results_csv, row)
-            result.trained.append(key)
+                    bar.set_postfix_str(f"{ratio_label(r)} {mode} seed {seed}")
+                row = _train_cell(r, mode, seed, plan[r], items, split, syn_items, train, result.outdir,
+                                  **evaluation)
+                _append_row(result.results_csv, row)
+                result.trained.append(key)
             if bar:
                 bar.update()
     finally:
         if bar:
             bar.close()
+
+
+def _train_cell(r, mode, seed, p, items, split, syn_items, train, outdir, *, threshold, auc_method, n_boot,
+                alpha, n_cam, keep_checkpoints):
+    """Train one (ratio, mode, seed) cell, score the test set, write its run folder; return its row."""
+    from .metrics import binary_metrics
+
+    train_items = [items[i] for i in p["normal"]] + [items[i] for i in p["erm"]]
+    n_syn = p["n_synthetic"] if mode == "synthetic" else 0
+    train_items += syn_items[:n_syn]
+    run_dir = os.path.join(outdir, "runs", _cell_dir(r, mode, seed))
+    if os.path.isdir(run_dir):   # left by an interrupted run of this cell
+        shutil.rmtree(run_dir)
+    cfg = replace(train, outdir=run_dir, seed=seed, progress=False,
+                  class_weight="balanced" if mode == "weighted" else None, oversample=mode == "oversample")
+    t0 = time.perf_counter()
+    res = train_classifier(train_items, split.valid_items, cfg)
+    seconds = time.perf_counter() - t0
+    test_items, y_test = split.test_items, split.y_test
+    score = predict(res.model, test_items, batch_size=max(train.batch_size, 32), backend=train.backend,
+                    workers=train.workers)
+    write_csv(os.path.join(run_dir, "test_predictions.csv"), ("root", "name", "label", "p_erm"),
+              [(it.root, it.name, it.label, f"{s:.6g}") for it, s in zip(test_items, score)])
+    m = binary_metrics(y_test, score, threshold, auc_method=auc_method, n_boot=n_boot, seed=seed, alpha=alpha)
+    if n_cam > 0:
+        _save_cams(res.model, test_items, y_test, score, n_cam, train.size, run_dir)
+    if not keep_checkpoints and res.checkpoint and os.path.exists(res.checkpoint):
+        os.remove(res.checkpoint)
+    row = {"ratio": ratio_label(r), "erm_fraction": f"{r:g}", "mode": mode, "seed": seed,
+           "n_train_normal": len(p["normal"]), "n_train_erm": len(p["erm"]), "n_train_synthetic": n_syn,
+           "n_valid": len(split.valid_items), "best_epoch": res.best_epoch + 1, "epochs_run": len(res.history),
+           "train_seconds": round(seconds, 2)}
+    row.update({k: (round(v, 6) if isinstance(v, float) else v) for k, v in m.as_dict().items()})
+    row["run_dir"] = os.path.relpath(run_dir, outdir)
+    return row
+
+
+def _save_cams(model, test_items, y_test, score, n_cam, size, run_dir):
+    """Grad-CAM overlays of the `n_cam` top-scoring ERM test images under ``run_dir/gradcam``."""
+    top = [i for i in np.argsort(-score, kind="stable") if y_test[i] == 1][:n_cam]
+    if top:
+        from .cam import save_overlays
+        sel = [test_items[i] for i in top]
+        save_overlays(model, _eval_uint8(sel, size),
+                      [f"rank{k + 1}_{os.path.splitext(os.path.basename(it.name))[0]}" for k, it in enumerate(sel)],
+                      os.path.join(run_dir, "gradcam"), target_class=1)
+
+
+def _finish_study(result):
+    """Write the table and plots from results.csv and fill in `result`'s rows and figure paths."""
+    outdir = result.outdir
     paths = report_study(outdir)
     result.comparisons_csv = paths["comparisons"]
     result.comparisons_png = paths["forest"] if os.path.isfile(paths["forest"]) else None   # needs two modes
-    result.rows = read_results(results_csv)
+    result.rows = read_results(result.results_csv)
     result.overlays = sorted(glob.glob(os.path.join(outdir, "runs", "*", "gradcam", "*.png")))
     return result
 
@@ -682,13 +715,25 @@ def format_comparisons(comparisons, alpha=0.05):
     return "\n".join(lines) + "\n"
 
 
+def _audit_note(outdir):
+    """table.md's line on the synthetic images dropped by `synthetic_filter='audit'` ('' without it)."""
+    path = os.path.join(outdir, "synthetic_audit.json")
+    if not os.path.isfile(path):
+        return ""
+    with open(path, encoding="utf-8") as f:
+        a = json.load(f)
+    reasons = ", ".join(f"{k} {v}" for k, v in sorted(a["reasons"].items())) or "none"
+    return (f"\nSynthetic images filtered by the realism audit (`--synthetic-filter audit`): {a['dropped']} of "
+            f"{a['audited']} audited dropped (reasons: {reasons}); {a['kept']} passing images used.\n")
+
+
 def report_study(outdir):
     """(Re)write table.md, comparisons.csv/.png, roc.png and metric_vs_ratio.png from outdir's results.
 
     Returns {'table', 'comparisons', 'roc', 'metric', 'forest'} paths (comparisons.png only once two
     modes of a ratio have finished).
     """
-    from retina_fast.report.plots import _pyplot, save_figure
+    from retina_fast.report.plots import pyplot, save_figure
 
     from .metrics import roc_curve_points
 
@@ -705,9 +750,9 @@ def report_study(outdir):
         with open(settings, encoding="utf-8") as f:
             alpha = float(json.load(f).get("alpha", alpha))
     comparisons = compare_modes(outdir, rows, alpha=alpha)
-    _write_csv(paths["comparisons"], COMPARISON_COLUMNS, [[c[k] for k in COMPARISON_COLUMNS] for c in comparisons])
-    write_text_atomic(paths["table"], format_table(rows) + format_comparisons(comparisons, alpha))
-    plt = _pyplot()
+    write_csv(paths["comparisons"], COMPARISON_COLUMNS, [[c[k] for k in COMPARISON_COLUMNS] for c in comparisons])
+    write_text_atomic(paths["table"], format_table(rows) + _audit_note(outdir) + format_comparisons(comparisons, alpha))
+    plt = pyplot()
     groups = _group(rows)
     ratios = sorted({k[0] for k in groups}, reverse=True)
     modes = [m for m in MODES if any(k[1] == m for k in groups)]

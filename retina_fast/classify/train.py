@@ -1,6 +1,6 @@
 """Training and inference of the ERM-vs-normal classifier (the paper's step 3 recipe).
 
-    items = items_from_source("prepared/dataset")            # [(root, name, label), ...]
+    items = items_from_source("prepared/dataset")            # retina_fast.data.items: [Item, ...]
     res = train_classifier(train_items, valid_items, TrainConfig(outdir="run", epochs=30))
     p_erm = predict(res.model, test_items)                    # P(class 1) per item
 
@@ -23,39 +23,35 @@ import contextlib
 import copy
 import csv
 import io
-import json
 import math
 import os
-import shutil
 import sys
 import tempfile
 import time
-from collections import namedtuple
+import warnings
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from retina_fast.data.dataset import (
-    DatasetReader,
-    image_name,
-    list_images,
-    write_text_atomic,
-)
+from retina_fast.checkpoints import build_on_meta, check_state_dict, load_torch_file
+from retina_fast.checks import check_int
+from retina_fast.data.items import as_items, stage_items
 from retina_fast.data.loaders import BACKENDS, make_loader
+from retina_fast.device import resolve_device
+from retina_fast.fileio import atomic_write, write_text_atomic
 from retina_fast.transfer import host_to_device
 
-from .model import ARCHITECTURES, ResNetClassifier, make_classifier, prepare_for_device
+from .model import ARCHITECTURES, ResNetClassifier, load_weights, make_classifier, prepare_for_device
 
 __all__ = [
     "CHECKPOINT_FORMAT",
     "COMPILE_MODES",
-    "Item",
     "TrainConfig",
     "TrainResult",
     "augment_batch",
-    "items_from_source",
+    "check_config",
     "load_classifier",
     "plot_history",
     "predict",
@@ -69,40 +65,7 @@ COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-
 HISTORY_COLUMNS = ("epoch", "train_loss", "valid_loss", "valid_accuracy", "valid_auc", "train_images",
                    "images_per_s", "seconds", "best")
 
-Item = namedtuple("Item", ["root", "name", "label"])
-Item.__doc__ = """One image: `name` (as `list_images` lists it) inside `root` (a folder or a .zip); `label`
-0 (normal), 1 (ERM) or None (unlabelled)."""
-
 _AUG_KEY = 2  # SeedSequence spawn-key namespace of the augmentation draws (the loaders use 0 and 1)
-
-
-def items_from_source(source):
-    """Items of a dataset folder/zip (dataset.json labels) or of a folder of images (labels None)."""
-    path = os.fspath(source)
-    return [Item(path, name, label) for name, label in list_images(path)]
-
-
-def _as_items(items, what):
-    if isinstance(items, (str, os.PathLike)):
-        return items_from_source(items)
-    out = []
-    for i, it in enumerate(items):
-        if isinstance(it, (str, os.PathLike)):  # a plain image file path
-            p = os.path.abspath(os.fspath(it))
-            it = Item(os.path.dirname(p), os.path.basename(p), None)
-        elif not isinstance(it, Item):
-            try:
-                it = Item(*it)
-            except TypeError:
-                raise TypeError(f"{what}[{i}] must be an Item (root, name, label) or a file path, "
-                                f"got {it!r}") from None
-        if it.label is not None and (isinstance(it.label, bool) or int(it.label) not in (0, 1)
-                                     or int(it.label) != it.label):
-            raise ValueError(f"{what}[{i}] ({it.name!r}) has label {it.label!r}; expected 0, 1 or None")
-        out.append(it)
-    if not out:
-        raise ValueError(f"{what} is empty")
-    return out
 
 
 # ----------------------------------------------------------------------------------------------
@@ -217,9 +180,7 @@ def _check_config(cfg):
     if cfg.arch not in ARCHITECTURES:
         raise ValueError(f"cfg.arch must be one of {sorted(ARCHITECTURES)}, got {cfg.arch!r}")
     for name in ("size", "batch_size", "epochs"):
-        v = getattr(cfg, name)
-        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
-            raise ValueError(f"cfg.{name} must be an integer >= 1, got {v!r}")
+        check_int(f"cfg.{name}", getattr(cfg, name), minimum=1)
     if cfg.size < 32:
         raise ValueError(f"cfg.size must be >= 32 (ResNet downsamples by 32), got {cfg.size}")
     if not (cfg.lr > 0):
@@ -234,68 +195,34 @@ def _check_config(cfg):
         raise ValueError(f"cfg.amp_dtype must be 'bfloat16' or 'float16', got {cfg.amp_dtype!r}")
     if cfg.backend not in ("auto",) + BACKENDS:
         raise ValueError(f"cfg.backend must be 'auto' or one of {BACKENDS}, got {cfg.backend!r}")
-    w = cfg.workers
-    if w is not None and (isinstance(w, bool) or not isinstance(w, (int, np.integer)) or w < 0):
-        raise ValueError(f"cfg.workers must be None or an integer >= 0, got {w!r}")
+    check_int("cfg.workers", cfg.workers, minimum=0, allow_none=True)
     if not (isinstance(cfg.compile, bool) or cfg.compile in COMPILE_MODES):
         raise ValueError(f"cfg.compile must be True, False or one of {COMPILE_MODES}, got {cfg.compile!r}")
     if cfg.patience is not None and (isinstance(cfg.patience, bool) or int(cfg.patience) < 1):
         raise ValueError(f"cfg.patience must be None or an integer >= 1, got {cfg.patience!r}")
 
 
-def _resolve_device(device):
-    if device in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device={str(device)!r} asked for, but torch sees no CUDA GPU")
-    return device
+def check_config(cfg):
+    """Check a `TrainConfig` before a run writes anything: its values, and its weights file.
+
+    The weights file (``cfg.weights``) is read safely and matched to ``cfg.arch`` on the ``meta``
+    device (no network of real size is built).
+
+    Raises
+    ------
+    ValueError
+        One line naming the option or the file.
+    """
+    _check_config(cfg)
+    if cfg.weights is not None:
+        model = build_on_meta(lambda: ResNetClassifier(cfg.arch, 2), "cfg.weights", "cfg.arch")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")   # copying into meta tensors is a no-op, and warns so
+            load_weights(model, cfg.weights)
 
 
 # ----------------------------------------------------------------------------------------------
 # Staging item lists for make_loader
-
-
-def stage_items(items, folder):
-    """Write `items` as a dataset folder for `make_loader`: links (or copies) + dataset.json.
-
-    Image k becomes ``image_name(k)`` (extension of the source kept); repeated items (oversampling)
-    get one entry each. Folder items are symbolic links (copies where links are not allowed), zip
-    members are copied out. Returns `folder`.
-    """
-    os.makedirs(folder, exist_ok=True)
-    entries = []
-    readers = {}  # one per source, so a zip is opened once, not once per item
-    try:
-        for k, it in enumerate(items):
-            ext = os.path.splitext(it.name)[1].lower() or ".png"
-            rel = image_name(k)[:-4] + ext
-            dst = os.path.join(folder, rel)
-            os.makedirs(os.path.dirname(dst), exist_ok=True)
-            reader = readers.get(it.root)
-            if reader is None:
-                try:
-                    reader = readers[it.root] = DatasetReader(it.root)
-                except ValueError:
-                    raise ValueError(f"{it.root}: no image named {it.name!r} (no such folder or zip)") from None
-            if reader.is_zip:
-                with open(dst, "wb") as f:
-                    f.write(reader.read_bytes(it.name))
-            else:
-                src = os.path.abspath(reader.file_path(it.name))
-                try:
-                    os.symlink(src, dst)
-                except OSError:
-                    shutil.copyfile(src, dst)
-            entries.append((rel, it.label))
-    finally:
-        for reader in readers.values():
-            reader.close()
-    # labels None -> -1 in dataset.json (read back as None); an all-unlabelled list still gets labels
-    write_text_atomic(os.path.join(folder, "dataset.json"),
-                      json.dumps({"labels": [[n, -1 if lab is None else int(lab)]
-                                                           for n, lab in entries]}) + "\n")
-    return folder
 
 
 def _oversample(items, seed):
@@ -363,7 +290,7 @@ def augment_batch(x, *, seed, epoch, step, shift=0.0625, zoom=0.1, rotation=5.0,
 
 
 def save_checkpoint(path, model, *, size, config=None, epoch=None, valid_loss=None):
-    """Write the model's weights and metadata with ``torch.save``, atomically (temp name, rename).
+    """Write the model's weights and metadata with ``torch.save``, atomically (`retina_fast.fileio`).
 
     The file holds plain data only (``torch.load(..., weights_only=True)`` reads it):
     ``{'format', 'arch', 'num_classes', 'size', 'state_dict', 'config', 'epoch', 'valid_loss'}``.
@@ -376,13 +303,8 @@ def save_checkpoint(path, model, *, size, config=None, epoch=None, valid_loss=No
            "epoch": None if epoch is None else int(epoch),
            "valid_loss": None if valid_loss is None else float(valid_loss)}
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = f"{path}.tmp{os.getpid()}"
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    with atomic_write(path) as f:
+        torch.save(obj, f)
     return path
 
 
@@ -394,16 +316,19 @@ def load_classifier(path, device="cpu", channels_last=None):
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"classifier checkpoint not found: {path!r}")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise ValueError(f"classifier checkpoint {path!r} cannot be read: {e}") from None
+    obj = load_torch_file(path, what="classifier checkpoint")
     if not isinstance(obj, dict) or obj.get("format") != CHECKPOINT_FORMAT:
         raise ValueError(f"{path!r} is not a classifier checkpoint (format {CHECKPOINT_FORMAT!r})")
+    where = f"classifier checkpoint {path!r}"
+    if obj.get("arch") not in ARCHITECTURES:
+        raise ValueError(f"{where}: arch {obj.get('arch')!r} is not one of {list(ARCHITECTURES)}")
+    # num_classes sizes the head: checked against the stored weights before the model is built.
+    meta = build_on_meta(lambda: ResNetClassifier(obj["arch"], obj["num_classes"]), where, "its arch and num_classes")
+    check_state_dict(meta, obj.get("state_dict"), where, what="its arch and num_classes")
     model = ResNetClassifier(obj["arch"], obj["num_classes"])
     model.load_state_dict(obj["state_dict"])
     model.input_size = int(obj["size"])
-    model = prepare_for_device(model, _resolve_device(device), channels_last)
+    model = prepare_for_device(model, resolve_device(device), channels_last)
     return model.eval()
 
 
@@ -419,9 +344,9 @@ def _write_history_csv(path, history):
 
 def plot_history(history, path, title=""):
     """Training curve PNG: training and validation loss per epoch, validation AUC/accuracy, best epoch."""
-    from retina_fast.report.plots import _pyplot, save_figure
+    from retina_fast.report.plots import pyplot, save_figure
 
-    plt = _pyplot()
+    plt = pyplot()
     ep = [r["epoch"] + 1 for r in history]
     fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.5))
     a.plot(ep, [r["train_loss"] for r in history], "o-", label="train")
@@ -551,13 +476,13 @@ def train_classifier(train_items, valid_items, cfg=None):
     """
     cfg = TrainConfig() if cfg is None else cfg
     _check_config(cfg)
-    train_items = _as_items(train_items, "train_items")
-    valid_items = _as_items(valid_items, "valid_items")
+    train_items = as_items(train_items, "train_items")
+    valid_items = as_items(valid_items, "valid_items")
     for what, its in (("train_items", train_items), ("valid_items", valid_items)):
         bad = [it.name for it in its if it.label is None]
         if bad:
             raise ValueError(f"{what}: {len(bad)} unlabelled images, e.g. {bad[0]!r}")
-    device = _resolve_device(cfg.device)
+    device = resolve_device(cfg.device)
     amp = device.type == "cuda" if cfg.amp is None else bool(cfg.amp)
     if amp and device.type == "cpu" and cfg.amp_dtype == "float16":
         raise ValueError("cfg.amp_dtype 'float16' needs CUDA; use 'bfloat16' for CPU autocast")
@@ -671,13 +596,13 @@ def predict(model, items, *, size=None, batch_size=32, device=None, backend="aut
     """
     if isinstance(model, (str, os.PathLike)):
         model = load_classifier(model, device or "auto")
-    items = _as_items(items, "items")
+    items = as_items(items, "items")
     if size is None:
         size = getattr(model, "input_size", None)
         if size is None:
             raise ValueError("size not given and the model has no input_size (train or load it first)")
     param = next(model.parameters())
-    device = param.device if device is None else _resolve_device(device)
+    device = param.device if device is None else resolve_device(device)
     model = model.to(device)
     amp = device.type == "cuda" if amp is None else bool(amp)
     channels_last = model.conv1.weight.is_contiguous(memory_format=torch.channels_last) and device.type == "cuda"

@@ -14,11 +14,14 @@ import datetime as dt
 import json
 import os
 from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
 
 import numpy as np
 
+from retina_fast.checks import check_int, check_number
 from retina_fast.data.dicom import TRANSFER_SYNTAXES, write_dicom
 from retina_fast.data.phantom import make_fundus
+from retina_fast.fileio import atomic_write, write_text_atomic
 
 __all__ = ["TRUTH_COLUMNS", "make_cohort"]
 
@@ -69,11 +72,8 @@ def _render_and_write(task):
     kind = task["special"]
     geometry = {}
     if kind == "text":
-        tmp = path + ".tmp"
-        with open(tmp, "w") as f:
-            f.write("Referral letter for " + task["dicom"]["patient_name"].replace("^", " ")
-                    + "\nThis is not a DICOM file.\n")
-        os.replace(tmp, path)
+        write_text_atomic(path, "Referral letter for " + task["dicom"]["patient_name"].replace("^", " ")
+                          + "\nThis is not a DICOM file.\n")
         return geometry
     image = None
     if kind != "no_pixels":
@@ -94,6 +94,109 @@ def _render_and_write(task):
         with open(path, "r+b") as f:
             f.truncate(int(os.path.getsize(path) * 0.4))
     return geometry
+
+
+@dataclass
+class _Planner:
+    """Draws identities and visit tasks from one seeded stream; collects the planted identifiers."""
+
+    rng: np.random.Generator
+    size: tuple
+    transfer_syntax: str
+    used_ids: set = field(default_factory=set)
+    planted: list = field(default_factory=list)
+
+    def new_patient(self):
+        rng = self.rng
+        while True:
+            pid = f"PID{rng.integers(10 ** 7, 10 ** 8)}"
+            if pid not in self.used_ids:
+                self.used_ids.add(pid)
+                break
+        first, last = _FIRST[rng.integers(len(_FIRST))], _LAST[rng.integers(len(_LAST))]
+        sex = "M" if rng.random() < 0.5 else "F"
+        inst = int(rng.integers(len(_INSTITUTIONS)))
+        age = int(rng.integers(30, 86))
+        first_visit = dt.date(2015, 1, 1) + dt.timedelta(days=int(rng.integers(0, 8 * 365)))
+        # birthday 1-364 days before the age-th anniversary: `age` whole years on the first visit
+        anniversary = dt.date(first_visit.year - age, first_visit.month, min(first_visit.day, 28))
+        birth = anniversary - dt.timedelta(days=int(rng.integers(1, 365)))
+        return {"pid": pid, "name": f"{last}^{first}", "last": last, "first": first, "sex": sex,
+                "inst": inst, "birth": birth, "first_visit": first_visit}
+
+    def visit_task(self, p, visit, study_date, label, special, phantom_extra=None):
+        rng = self.rng
+        study_uid, series_uid, sop_uid = _uid(rng), _uid(rng), _uid(rng)
+        accession = f"ACC{rng.integers(10 ** 8, 10 ** 9)}"
+        study_id = f"STU{rng.integers(10 ** 6, 10 ** 7)}"
+        inst_name, inst_addr = _INSTITUTIONS[p["inst"]]
+        physician = _PHYSICIANS[p["inst"]]
+        operator = _OPERATORS[int(rng.integers(len(_OPERATORS)))]
+        private = f"Captured for {p['first']} {p['last']} ({p['pid']}) at {inst_name}"
+        age = _whole_years(p["birth"], study_date)
+        frame_seed = int(rng.integers(2 ** 31))
+        phantom = {"size": tuple(self.size), "disease": "erm" if label == "erm" else None}
+        phantom.update(phantom_extra or {})
+        dicom = {
+            "patient_name": p["name"], "patient_id": p["pid"], "birth_date": p["birth"], "sex": p["sex"],
+            "age": age, "study_date": study_date, "institution": inst_name,
+            "transfer_syntax": "explicit" if special == "truncated_pixels" else self.transfer_syntax,
+            "study_uid": study_uid, "series_uid": series_uid, "sop_uid": sop_uid,
+            "burned_in_annotation": special == "burned_in", "private_text": private,
+            "extra": {"InstitutionAddress": inst_addr, "ReferringPhysicianName": physician,
+                      "OperatorsName": operator, "AccessionNumber": accession, "StudyID": study_id,
+                      "Laterality": "R"},   # the worker sets the rendered eye's side
+        }
+        self.planted.extend([p["name"], p["last"], p["first"], p["pid"], p["birth"].strftime("%Y%m%d"),
+                             study_date.strftime("%Y%m%d"), inst_name, inst_addr, physician, operator,
+                             accession, study_id, study_uid, series_uid, sop_uid, private])
+        return {
+            "seed": frame_seed, "phantom": phantom, "dicom": dicom, "special": special,
+            "burn_text": f"{p['last']}, {p['first']}  {p['pid']}  {study_date.isoformat()}",
+            "record": {"patient_id": p["pid"], "visit": visit, "label": label, "age": age, "sex": p["sex"]},
+        }
+
+
+def _plan_tasks(planner, n_patients, erm, specials, second_visit_fraction):
+    """(task, expected reason) of every file: each patient's visits, then one patient per bad kind."""
+    rng = planner.rng
+    tasks = []
+    for i in range(n_patients):
+        p = planner.new_patient()
+        label = "erm" if erm[i] else "normal"
+        tasks.append((planner.visit_task(p, 1, p["first_visit"], label, None), "accepted"))
+        if rng.random() < second_visit_fraction:
+            later = p["first_visit"] + dt.timedelta(days=int(rng.integers(90, 720)))
+            tasks.append((planner.visit_task(p, 2, later, label, None), "second_visit"))
+    extras = {"zoomed": {"zoom": 1.6}, "dark": {"exposure": 0.25}, "saturated": {"exposure": 3.2}}
+    for special in specials:
+        p = planner.new_patient()
+        tasks.append((planner.visit_task(p, 1, p["first_visit"], "normal", special, extras.get(special)),
+                      _BAD_EXPECTED[special]))
+    return tasks
+
+
+def _render_all(jobs, workers):
+    """Geometry of every job, rendered and written in worker processes (in-process for 1 worker)."""
+    n_workers = min(4, os.cpu_count() or 1) if workers is None else workers
+    if n_workers > 1 and len(jobs) > 1:
+        with ProcessPoolExecutor(max_workers=min(n_workers, len(jobs))) as pool:
+            return list(pool.map(_render_and_write, jobs, chunksize=1))
+    return [_render_and_write(t) for t in jobs]
+
+
+def _truth_records(tasks, geometries):
+    """One `TRUTH_COLUMNS` record per file, sorted by file name."""
+    records = []
+    for (task, expected), geo in zip(tasks, geometries):
+        rec = {c: "" for c in TRUTH_COLUMNS}
+        rec.update(task["record"])
+        rec.update({k: round(float(v), 3) for k, v in geo.items()})
+        rec["file"] = os.path.basename(task["path"])
+        rec["expected"] = expected
+        records.append(rec)
+    records.sort(key=lambda r: r["file"])
+    return records
 
 
 def make_cohort(out_dir, n_patients, *, seed=0, bad=True, erm_fraction=0.3, transfer_syntax="jpeg",
@@ -133,113 +236,31 @@ def make_cohort(out_dir, n_patients, *, seed=0, bad=True, erm_fraction=0.3, tran
     list of dict
         One record per file, keys `TRUTH_COLUMNS` (geometry empty ('') for files without pixels).
     """
-    if int(n_patients) < 1:
-        raise ValueError(f"n_patients must be >= 1, got {n_patients!r}")
-    if not 0.0 <= erm_fraction <= 1.0:
-        raise ValueError(f"erm_fraction must be in [0, 1], got {erm_fraction!r}")
+    n_patients = check_int("n_patients", n_patients, 1)
+    check_number("erm_fraction", erm_fraction, 0, 1)
     if transfer_syntax not in TRANSFER_SYNTAXES:
         raise ValueError(f"transfer_syntax must be one of {sorted(TRANSFER_SYNTAXES)}, "
                          f"got {transfer_syntax!r}")
-    if not 0.0 <= second_visit_fraction <= 1.0:
-        raise ValueError(f"second_visit_fraction must be in [0, 1], got {second_visit_fraction!r}")
+    check_number("second_visit_fraction", second_visit_fraction, 0, 1)
+    workers = check_int("workers", workers, 1, allow_none=True)
     out_dir = os.fspath(out_dir)
     os.makedirs(out_dir, exist_ok=True)
     rng = np.random.default_rng(seed)
-    n_patients = int(n_patients)
     n_erm = int(round(erm_fraction * n_patients))
     erm = np.zeros(n_patients, bool)
     erm[rng.permutation(n_patients)[:n_erm]] = True
-    specials = list(_BAD) if bad else []
-    planted = []
-    used_ids = set()
-
-    def new_patient():
-        while True:
-            pid = f"PID{rng.integers(10 ** 7, 10 ** 8)}"
-            if pid not in used_ids:
-                used_ids.add(pid)
-                break
-        first, last = _FIRST[rng.integers(len(_FIRST))], _LAST[rng.integers(len(_LAST))]
-        sex = "M" if rng.random() < 0.5 else "F"
-        inst = int(rng.integers(len(_INSTITUTIONS)))
-        age = int(rng.integers(30, 86))
-        first_visit = dt.date(2015, 1, 1) + dt.timedelta(days=int(rng.integers(0, 8 * 365)))
-        # birthday 1-364 days before the age-th anniversary: `age` whole years on the first visit
-        anniversary = dt.date(first_visit.year - age, first_visit.month, min(first_visit.day, 28))
-        birth = anniversary - dt.timedelta(days=int(rng.integers(1, 365)))
-        return {"pid": pid, "name": f"{last}^{first}", "last": last, "first": first, "sex": sex,
-                "inst": inst, "birth": birth, "first_visit": first_visit}
-
-    def visit_task(p, visit, study_date, label, special, phantom_extra=None):
-        study_uid, series_uid, sop_uid = _uid(rng), _uid(rng), _uid(rng)
-        accession = f"ACC{rng.integers(10 ** 8, 10 ** 9)}"
-        study_id = f"STU{rng.integers(10 ** 6, 10 ** 7)}"
-        inst_name, inst_addr = _INSTITUTIONS[p["inst"]]
-        physician = _PHYSICIANS[p["inst"]]
-        operator = _OPERATORS[int(rng.integers(len(_OPERATORS)))]
-        private = f"Captured for {p['first']} {p['last']} ({p['pid']}) at {inst_name}"
-        age = _whole_years(p["birth"], study_date)
-        frame_seed = int(rng.integers(2 ** 31))
-        phantom = {"size": tuple(size), "disease": "erm" if label == "erm" else None}
-        phantom.update(phantom_extra or {})
-        dicom = {
-            "patient_name": p["name"], "patient_id": p["pid"], "birth_date": p["birth"], "sex": p["sex"],
-            "age": age, "study_date": study_date, "institution": inst_name,
-            "transfer_syntax": "explicit" if special == "truncated_pixels" else transfer_syntax,
-            "study_uid": study_uid, "series_uid": series_uid, "sop_uid": sop_uid,
-            "burned_in_annotation": special == "burned_in", "private_text": private,
-            "extra": {"InstitutionAddress": inst_addr, "ReferringPhysicianName": physician,
-                      "OperatorsName": operator, "AccessionNumber": accession, "StudyID": study_id,
-                      "Laterality": "R"},   # the worker sets the rendered eye's side
-        }
-        planted.extend([p["name"], p["last"], p["first"], p["pid"], p["birth"].strftime("%Y%m%d"),
-                        study_date.strftime("%Y%m%d"), inst_name, inst_addr, physician, operator,
-                        accession, study_id, study_uid, series_uid, sop_uid, private])
-        return {
-            "seed": frame_seed, "phantom": phantom, "dicom": dicom, "special": special,
-            "burn_text": f"{p['last']}, {p['first']}  {p['pid']}  {study_date.isoformat()}",
-            "record": {"patient_id": p["pid"], "visit": visit, "label": label, "age": age, "sex": p["sex"]},
-        }
-
-    tasks = []
-    for i in range(n_patients):
-        p = new_patient()
-        label = "erm" if erm[i] else "normal"
-        tasks.append((visit_task(p, 1, p["first_visit"], label, None), "accepted"))
-        if rng.random() < second_visit_fraction:
-            later = p["first_visit"] + dt.timedelta(days=int(rng.integers(90, 720)))
-            tasks.append((visit_task(p, 2, later, label, None), "second_visit"))
-    extras = {"zoomed": {"zoom": 1.6}, "dark": {"exposure": 0.25}, "saturated": {"exposure": 3.2}}
-    for special in specials:
-        p = new_patient()
-        tasks.append((visit_task(p, 1, p["first_visit"], "normal", special, extras.get(special)),
-                      _BAD_EXPECTED[special]))
-
+    planner = _Planner(rng, size, transfer_syntax)
+    tasks = _plan_tasks(planner, n_patients, erm, list(_BAD) if bad else [], second_visit_fraction)
+    # neutral file names in shuffled order: nothing about a file's fate can be read from its name
     order = rng.permutation(len(tasks))
     for k, j in enumerate(order):
         tasks[j][0]["path"] = os.path.join(out_dir, f"IMG{k:05d}.dcm")
-    jobs = [t for t, _ in tasks]
-    n_workers = min(4, os.cpu_count() or 1) if workers is None else int(workers)
-    if n_workers > 1 and len(jobs) > 1:
-        with ProcessPoolExecutor(max_workers=min(n_workers, len(jobs))) as pool:
-            geometries = list(pool.map(_render_and_write, jobs, chunksize=1))
-    else:
-        geometries = [_render_and_write(t) for t in jobs]
+    records = _truth_records(tasks, _render_all([t for t, _ in tasks], workers))
 
-    records = []
-    for (task, expected), geo in zip(tasks, geometries):
-        rec = {c: "" for c in TRUTH_COLUMNS}
-        rec.update(task["record"])
-        rec.update({k: round(float(v), 3) for k, v in geo.items()})
-        rec["file"] = os.path.basename(task["path"])
-        rec["expected"] = expected
-        records.append(rec)
-    records.sort(key=lambda r: r["file"])
-
-    _write_atomic(os.path.join(out_dir, "cohort_truth.csv"), lambda f: _write_csv(f, records))
-    unique = list(dict.fromkeys(planted))
-    _write_atomic(os.path.join(out_dir, "planted_identifiers.json"),
-                  lambda f: json.dump(unique, f, indent=1))
+    with atomic_write(os.path.join(out_dir, "cohort_truth.csv"), "w", newline="") as f:
+        _write_csv(f, records)
+    unique = list(dict.fromkeys(planner.planted))
+    write_text_atomic(os.path.join(out_dir, "planted_identifiers.json"), json.dumps(unique, indent=1))
     return records
 
 
@@ -251,10 +272,3 @@ def _write_csv(f, records):
     w = csv.DictWriter(f, fieldnames=TRUTH_COLUMNS)
     w.writeheader()
     w.writerows(records)
-
-
-def _write_atomic(path, write):
-    tmp = path + f".{os.getpid()}.tmp"
-    with open(tmp, "w", newline="") as f:
-        write(f)
-    os.replace(tmp, path)

@@ -19,6 +19,10 @@ import zlib
 import numpy as np
 from PIL import Image
 
+# write_text_atomic lives in retina_fast.fileio; it stays importable from here for the callers that
+# take it with the dataset helpers.
+from retina_fast.fileio import atomic_write, write_bytes_atomic, write_text_atomic  # noqa: F401
+
 IMAGES_PER_FOLDER = 1000
 # What `list_images` lists in a folder without dataset.json.
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
@@ -45,11 +49,6 @@ def label_code(label):
     if key not in LABELS:
         raise ValueError(f"label must be one of {sorted(LABELS)} or an integer, got {label!r}")
     return LABELS[key]
-
-
-def _tmp_name(path):
-    d, base = os.path.split(path)
-    return os.path.join(d, f".{base}.tmp{os.getpid()}")
 
 
 def _chunk(kind, data):
@@ -90,28 +89,7 @@ def write_png(path, image, compress_level=1):
     """Write an RGB image (array or PIL) with `encode_png`, atomically (temp name, then rename)."""
     data = encode_png(np.asarray(image), compress_level)
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    tmp = _tmp_name(path)
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
-def write_text_atomic(path, text, mode=None):
-    """Write `text` to `path` through a temp file and a rename; `mode` (e.g. 0o600) is set before the rename."""
-    tmp = _tmp_name(path)
-    try:
-        with open(tmp, "w", encoding="utf-8", newline="") as f:
-            f.write(text)
-        if mode is not None:
-            os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    write_bytes_atomic(path, data)
 
 
 def write_dataset_json(dataset_dir, items):
@@ -129,21 +107,23 @@ def write_dataset_json(dataset_dir, items):
 def zip_dataset(dataset_dir, zip_path):
     """Zip a dataset folder (dataset.json + the PNGs it names, else all PNGs) with the same inner names.
 
-    PNGs are stored uncompressed (they are already deflated). Written to a temp name, then renamed.
+    PNGs are stored uncompressed (they are already deflated). The zip is byte-reproducible: members in
+    sorted name order (dataset.json first), each with the same date (1980-01-01 00:00, the earliest a
+    zip can hold), permissions (rw-r--r--) and creator system, so the same dataset always gives the same
+    bytes. Written to a temp name, then renamed.
     """
     items = list_images(dataset_dir)
-    tmp = _tmp_name(zip_path)
-    try:
-        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED) as z:
-            js = os.path.join(dataset_dir, "dataset.json")
-            if os.path.exists(js):
-                z.write(js, "dataset.json")
-            for name, _ in items:
-                z.write(os.path.join(dataset_dir, name), name)
-        os.replace(tmp, zip_path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    names = sorted({name for name, _ in items})
+    js = os.path.join(dataset_dir, "dataset.json")
+    with atomic_write(zip_path) as out, zipfile.ZipFile(out, "w", compression=zipfile.ZIP_STORED) as z:
+        for name, src in ([("dataset.json", js)] if os.path.exists(js) else []) + \
+                [(n, os.path.join(dataset_dir, n)) for n in names]:
+            info = zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0))
+            info.create_system = 3  # Unix, so that the permissions below mean the same everywhere
+            info.external_attr = 0o100644 << 16
+            info.compress_type = zipfile.ZIP_STORED
+            with open(src, "rb") as f:
+                z.writestr(info, f.read())
 
 
 def _is_zip(path):

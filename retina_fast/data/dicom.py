@@ -12,6 +12,8 @@ import os as _os
 import numpy as _np
 from PIL import Image as _Image
 
+from retina_fast.fileio import atomic_write as _atomic_write
+
 OPHTHALMIC_PHOTOGRAPHY_8BIT = "1.2.840.10008.5.1.4.1.1.77.1.5.1"
 TRANSFER_SYNTAXES = {
     "explicit": "1.2.840.10008.1.2.1",   # Explicit VR Little Endian, uncompressed
@@ -94,10 +96,7 @@ def write_dicom(path, image, *, patient_name, patient_id, birth_date, sex, age, 
     str
         `path`.
     """
-    from pydicom.datadict import tag_for_keyword
-    from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.encaps import encapsulate
-    from pydicom.uid import UID, generate_uid
+    from pydicom.uid import generate_uid
 
     if transfer_syntax not in TRANSFER_SYNTAXES:
         raise ValueError(f"transfer_syntax must be one of {sorted(TRANSFER_SYNTAXES)}, "
@@ -110,20 +109,8 @@ def write_dicom(path, image, *, patient_name, patient_id, birth_date, sex, age, 
         raise ValueError(f"sex must be 'M', 'F' or 'O', got {sex!r}")
     birth = _dicom_date(birth_date, "birth_date")
     study = _dicom_date(study_date, "study_date")
-    ts = UID(TRANSFER_SYNTAXES[transfer_syntax])
     sop_uid = sop_uid or generate_uid()
-
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = OPHTHALMIC_PHOTOGRAPHY_8BIT
-    meta.MediaStorageSOPInstanceUID = sop_uid
-    meta.TransferSyntaxUID = ts
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID = OPHTHALMIC_PHOTOGRAPHY_8BIT
-    ds.SOPInstanceUID = sop_uid
-    ds.StudyInstanceUID = study_uid or generate_uid()
-    ds.SeriesInstanceUID = series_uid or generate_uid()
-    ds.Modality = "OP"
+    ds = _header(transfer_syntax, sop_uid, study_uid or generate_uid(), series_uid or generate_uid())
     ds.PatientName = patient_name
     ds.PatientID = patient_id
     ds.PatientBirthDate = birth
@@ -143,6 +130,39 @@ def write_dicom(path, image, *, patient_name, patient_id, birth_date, sex, age, 
     ds.Manufacturer = "retina_fast phantom"
     ds.ImageType = ["ORIGINAL", "PRIMARY"]
     ds.BurnedInAnnotation = "YES" if burned_in_annotation else "NO"
+    _add_extra(ds, private_text, extra)
+    if image is not None:
+        _add_pixels(ds, image, transfer_syntax, jpeg_quality)
+
+    path = _os.fspath(path)
+    with _atomic_write(path) as f:
+        ds.save_as(f, enforce_file_format=True)
+    return path
+
+
+def _header(transfer_syntax, sop_uid, study_uid, series_uid):
+    """A dataset with its file meta, SOP class and instance UIDs; the rest is the caller's."""
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import UID
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = OPHTHALMIC_PHOTOGRAPHY_8BIT
+    meta.MediaStorageSOPInstanceUID = sop_uid
+    meta.TransferSyntaxUID = UID(TRANSFER_SYNTAXES[transfer_syntax])
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID = OPHTHALMIC_PHOTOGRAPHY_8BIT
+    ds.SOPInstanceUID = sop_uid
+    ds.StudyInstanceUID = study_uid
+    ds.SeriesInstanceUID = series_uid
+    ds.Modality = "OP"
+    return ds
+
+
+def _add_extra(ds, private_text, extra):
+    """The private text element and the `extra` elements by keyword (these override defaults)."""
+    from pydicom.datadict import tag_for_keyword
+
     if private_text is not None:
         block = ds.private_block(PRIVATE_GROUP, PRIVATE_CREATOR, create=True)
         block.add_new(0x01, "LT", str(private_text))
@@ -151,42 +171,36 @@ def write_dicom(path, image, *, patient_name, patient_id, birth_date, sex, age, 
             raise ValueError(f"extra: {keyword!r} is not a DICOM keyword")
         setattr(ds, keyword, value)
 
-    if image is not None:
-        colour = image.ndim == 3
-        ds.Rows, ds.Columns = int(image.shape[0]), int(image.shape[1])
-        ds.SamplesPerPixel = 3 if colour else 1
-        ds.BitsAllocated = 8
-        ds.BitsStored = 8
-        ds.HighBit = 7
-        ds.PixelRepresentation = 0
-        if colour:
-            ds.PlanarConfiguration = 0
-        if transfer_syntax == "jpeg":
-            ds.PhotometricInterpretation = "YBR_FULL_422" if colour else "MONOCHROME2"
-            ds.PixelData = encapsulate([_encode_jpeg(image, jpeg_quality)])
-            ds["PixelData"].VR = "OB"
-            ds["PixelData"].is_undefined_length = True
-            ds.LossyImageCompression = "01"
-            ds.LossyImageCompressionMethod = "ISO_10918_1"
-        else:
-            ds.PhotometricInterpretation = "RGB" if colour else "MONOCHROME2"
-            ds.PixelData = _np.ascontiguousarray(image).tobytes()
-            ds["PixelData"].VR = "OB"
-            if transfer_syntax == "rle":
-                meta.TransferSyntaxUID = UID(TRANSFER_SYNTAXES["explicit"])
-                ds.compress(UID(TRANSFER_SYNTAXES["rle"]), encoding_plugin="pydicom",
-                            generate_instance_uid=False)
 
-    path = _os.fspath(path)
-    folder, name = _os.path.split(path)
-    tmp = _os.path.join(folder, f".{name}.{_os.getpid()}.tmp")
-    try:
-        ds.save_as(tmp, enforce_file_format=True)
-        _os.replace(tmp, path)
-    finally:
-        if _os.path.exists(tmp):
-            _os.remove(tmp)
-    return path
+def _add_pixels(ds, image, transfer_syntax, jpeg_quality):
+    """Image pixel module and Pixel Data of `image` in `transfer_syntax` (RLE: compressed here)."""
+    from pydicom.encaps import encapsulate
+    from pydicom.uid import UID
+
+    colour = image.ndim == 3
+    ds.Rows, ds.Columns = int(image.shape[0]), int(image.shape[1])
+    ds.SamplesPerPixel = 3 if colour else 1
+    ds.BitsAllocated = 8
+    ds.BitsStored = 8
+    ds.HighBit = 7
+    ds.PixelRepresentation = 0
+    if colour:
+        ds.PlanarConfiguration = 0
+    if transfer_syntax == "jpeg":
+        ds.PhotometricInterpretation = "YBR_FULL_422" if colour else "MONOCHROME2"
+        ds.PixelData = encapsulate([_encode_jpeg(image, jpeg_quality)])
+        ds["PixelData"].VR = "OB"
+        ds["PixelData"].is_undefined_length = True
+        ds.LossyImageCompression = "01"
+        ds.LossyImageCompressionMethod = "ISO_10918_1"
+    else:
+        ds.PhotometricInterpretation = "RGB" if colour else "MONOCHROME2"
+        ds.PixelData = _np.ascontiguousarray(image).tobytes()
+        ds["PixelData"].VR = "OB"
+        if transfer_syntax == "rle":
+            ds.file_meta.TransferSyntaxUID = UID(TRANSFER_SYNTAXES["explicit"])
+            ds.compress(UID(TRANSFER_SYNTAXES["rle"]), encoding_plugin="pydicom",
+                        generate_instance_uid=False)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -303,22 +317,53 @@ def header_from_dataset(ds):
     )
 
 
-def read_dicom_header(path):
+def read_dicom_header(path, force=False):
     """Read the header of a DICOM file without loading its pixel data.
+
+    With `force`, a file without the 128-byte preamble and file meta header (written by older or
+    hand-made software) is read too, when its dataset holds standard DICOM elements.
 
     Raises
     ------
     pydicom.errors.InvalidDicomError, OSError
         When `path` is not a readable DICOM file.
     """
-    return header_from_dataset(_dcmread(path, defer_size="64 KB"))
+    return header_from_dataset(_dcmread(path, force=force, defer_size="64 KB"))
 
 
-def _dcmread(path, **kwargs):
-    """pydicom.dcmread that treats a truncated file as an error, not as a warning."""
+# Transfer syntax of a dataset read without file meta, from the encoding pydicom found:
+# (implicit VR, little endian) -> UID. Implicit VR big endian is no DICOM transfer syntax.
+_GUESSED_SYNTAX = {(True, True): "1.2.840.10008.1.2", (False, True): "1.2.840.10008.1.2.1",
+                   (False, False): "1.2.840.10008.1.2.2"}
+
+
+def _dcmread(path, force=False, **kwargs):
+    """pydicom.dcmread that treats a truncated file as an error, not as a warning.
+
+    With `force`, a file that lacks the preamble and file meta is read with pydicom's force=True when
+    the result holds at least one standard element (any other file parses into junk tags), and its
+    transfer syntax is set from the encoding pydicom detected, so its pixels can be decoded.
+    """
+    from pydicom.datadict import dictionary_has_tag
+
     with _warnings.catch_warnings(record=True) as caught:
         _warnings.simplefilter("always")
-        ds = _pydicom.dcmread(path, **kwargs)
+        try:
+            ds = _pydicom.dcmread(path, **kwargs)
+        except _InvalidDicomError:
+            if not force:
+                raise
+            ds = _pydicom.dcmread(path, force=True, **kwargs)
+            if not any(t.group > 0x0002 and dictionary_has_tag(t) for t in ds.keys()):
+                raise _InvalidDicomError(f"{path}: not DICOM (no standard element)") from None
+            meta = getattr(ds, "file_meta", None)
+            syntax = _GUESSED_SYNTAX.get(tuple(getattr(ds, "original_encoding", ()) or ()))
+            if syntax is not None and (meta is None or "TransferSyntaxUID" not in meta):
+                from pydicom.dataset import FileMetaDataset
+                from pydicom.uid import UID
+                if meta is None:
+                    ds.file_meta = meta = FileMetaDataset()
+                meta.TransferSyntaxUID = UID(syntax)
     for w in caught:
         if "End of file" in str(w.message):
             raise _InvalidDicomError(f"{path}: truncated DICOM file")
@@ -336,12 +381,13 @@ def _to_uint8_rgb(a, bits_stored):
     return a
 
 
-def read_dicom_pil(path):
+def read_dicom_pil(path, force=False):
     """Read a DICOM file: (pixels as a PIL image, DicomHeader).
 
     The image is RGB when the file holds colour pixels, else mode 'L'. JPEG Baseline YCbCr frames are
     decoded by Pillow directly; every other transfer syntax goes through pydicom's `pixel_array`
-    (uncompressed and RLE natively; others need pydicom's optional decoders).
+    (uncompressed and RLE natively; others need pydicom's optional decoders). `force` also reads a
+    file without preamble and file meta (see `read_dicom_header`).
 
     Raises
     ------
@@ -350,7 +396,7 @@ def read_dicom_pil(path):
     pydicom.errors.InvalidDicomError, OSError, RuntimeError, NotImplementedError
         When it is not DICOM, is truncated, or its pixels cannot be decoded.
     """
-    ds = _dcmread(path)
+    ds = _dcmread(path, force=force)
     header = header_from_dataset(ds)
     if not header.has_pixels:
         raise ValueError(f"{path}: DICOM without pixel data")

@@ -68,6 +68,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ..checks import check_int
+from ..device import resolve_device
 from .dataset import DatasetReader, list_images
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")  # the formats both backends decode identically
@@ -94,12 +96,6 @@ class AugmentParams:
     size: int
     xflip: bool
     yflip: bool
-
-
-def _check_seed(name, value):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
-        raise ValueError(f"{name} must be an integer >= 0, got {value!r}")
-    return int(value)
 
 
 def _check_crop_scale(crop_scale):
@@ -142,9 +138,9 @@ def augment_params(height, width, *, seed, epoch, index, xflip=False, yflip=Fals
     height, width = int(height), int(width)
     if height < 1 or width < 1:
         raise ValueError(f"image size must be positive, got {height}x{width}")
-    seed = _check_seed("seed", seed)
-    epoch = _check_seed("epoch", epoch)
-    index = _check_seed("index", index)
+    seed = check_int("seed", seed, minimum=0)
+    epoch = check_int("epoch", epoch, minimum=0)
+    index = check_int("index", index, minimum=0)
     crop_scale = _check_crop_scale(crop_scale)
     u = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(_SAMPLE_KEY, epoch, index))).random(5)
     short = min(height, width)
@@ -163,7 +159,7 @@ def epoch_order(n, *, shuffle, seed, epoch):
     """Sample indices of one epoch: ``arange(n)``, or a permutation keyed on (seed, epoch)."""
     if not shuffle:
         return np.arange(n)
-    seq = np.random.SeedSequence(_check_seed("seed", seed), spawn_key=(_ORDER_KEY, _check_seed("epoch", epoch)))
+    seq = np.random.SeedSequence(check_int("seed", seed, minimum=0), spawn_key=(_ORDER_KEY, check_int("epoch", epoch, minimum=0)))
     return np.random.default_rng(seq).permutation(n)
 
 
@@ -214,6 +210,76 @@ def _decode(data, name, source):
         raise ValueError(f"{source}: cannot decode image {name!r}: {e}") from None
     a = np.array(img)  # writable: torch.from_numpy warns on read-only arrays
     return np.repeat(a[:, :, None], 3, axis=2) if a.ndim == 2 else a
+
+
+def _head_and_tail(source, is_zip, zf, name, n=64):
+    """First 16 and last `n` bytes of image `name` (a folder file, or a zip member)."""
+    if is_zip:
+        with zf.open(name) as f:
+            head = f.read(16)
+            f.seek(max(zf.getinfo(name).file_size - n, 0))
+            return head, f.read()
+    with open(DatasetReader(source).file_path(name), "rb") as f:
+        head = f.read(16)
+        f.seek(max(os.fstat(f.fileno()).st_size - n, 0))
+        return head, f.read()
+
+
+def check_images(source, sample=8):
+    """Check a loader source's images before a run that reads them creates any output.
+
+    Every image is checked cheaply: a PNG must start with the PNG signature and end with its IEND
+    chunk, a JPEG start with SOI and end with EOI (a truncated copy or download fails this), and
+    `sample` images spread over the list are decoded in full as the loaders decode them (format
+    and mode checked).
+
+    Parameters
+    ----------
+    source : str or os.PathLike
+        A dataset folder or .zip, or a folder of PNG/JPEG images (as `make_loader` takes).
+    sample : int
+        How many images to decode in full (evenly spaced, first and last included).
+
+    Raises
+    ------
+    ValueError
+        One line naming the source, how many images are bad and the first of them with the reason.
+    """
+    source = os.fspath(source)
+    names = [n for n, _ in list_source(source)]
+    is_zip = os.path.isfile(source) and zipfile.is_zipfile(source)
+    bad = []
+    zf = zipfile.ZipFile(source) if is_zip else None
+    try:
+        for name in names:
+            try:
+                head, tail = _head_and_tail(source, is_zip, zf, name)
+            except (OSError, ValueError, KeyError, zipfile.BadZipFile) as e:
+                bad.append((name, f"cannot be read: {e}"))
+                continue
+            if head.startswith(b"\x89PNG\r\n\x1a\n"):
+                if not tail.endswith(b"IEND\xaeB`\x82"):
+                    bad.append((name, "PNG is truncated (no IEND chunk at its end)"))
+            elif head.startswith(b"\xff\xd8\xff"):
+                if b"\xff\xd9" not in tail:
+                    bad.append((name, "JPEG is truncated (no end-of-image marker)"))
+            else:
+                bad.append((name, "is neither a PNG nor a JPEG"))
+    finally:
+        if zf is not None:
+            zf.close()
+    if not bad:
+        picks = sorted({round(i * (len(names) - 1) / max(sample - 1, 1)) for i in range(min(sample, len(names)))})
+        with DatasetReader(source) as reader:
+            for i in picks:
+                try:
+                    _decode(reader.read_bytes(names[i]), names[i], source)
+                except ValueError as e:
+                    bad.append((names[i], str(e).split(": ", 1)[-1]))
+                    break
+    if bad:
+        name, why = bad[0]
+        raise ValueError(f"{source}: {len(bad)} of {len(names)} images are unusable, e.g. {name!r}: {why}")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -278,26 +344,18 @@ class _LoaderBase:
     def __init__(self, source, *, batch_size, resolution, xflip, yflip, crop_scale, shuffle, seed,
                  epoch, drop_last, num_workers, device):
         self.source = os.fspath(source)
-        if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
-            raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
-        if isinstance(resolution, bool) or not isinstance(resolution, (int, np.integer)) or resolution < 1:
-            raise ValueError(f"resolution must be an integer >= 1, got {resolution!r}")
-        if isinstance(num_workers, bool) or not isinstance(num_workers, (int, np.integer)) or num_workers < 0:
-            raise ValueError(f"num_workers must be an integer >= 0, got {num_workers!r}")
-        self.device = torch.device(device)
-        if self.device.type not in ("cpu", "cuda"):
-            raise ValueError(f"device must be 'cpu' or 'cuda', got {device!r}")
-        if self.device.type == "cuda":
-            if not torch.cuda.is_available():
-                raise ValueError(f"device={device!r} asked for, but torch sees no CUDA GPU")
-            if self.device.index is None:
-                self.device = torch.device("cuda", torch.cuda.current_device())
+        check_int("batch_size", batch_size, minimum=1)
+        check_int("resolution", resolution, minimum=1)
+        check_int("num_workers", num_workers, minimum=0)
+        self.device = resolve_device(device)
+        if self.device.type == "cuda" and self.device.index is None:
+            self.device = torch.device("cuda", torch.cuda.current_device())
         self.batch_size, self.resolution = int(batch_size), int(resolution)
         self.num_workers = int(num_workers)
         self.augment = dict(xflip=bool(xflip), yflip=bool(yflip), crop_scale=_check_crop_scale(crop_scale))
         self.shuffle, self.drop_last = bool(shuffle), bool(drop_last)
-        self.seed = _check_seed("seed", seed)
-        self.epoch = _check_seed("epoch", epoch)
+        self.seed = check_int("seed", seed, minimum=0)
+        self.epoch = check_int("epoch", epoch, minimum=0)
         items = list_source(self.source)
         self.names = [n for n, _ in items]
         self.labels = np.array([-1 if lab is None else int(lab) for _, lab in items], np.int64)
@@ -305,7 +363,7 @@ class _LoaderBase:
 
     def set_epoch(self, epoch):
         """Epoch used by the next iteration (selects the shuffle and the augmentation draws)."""
-        self.epoch = _check_seed("epoch", epoch)
+        self.epoch = check_int("epoch", epoch, minimum=0)
 
     def __len__(self):
         n = len(self.names)

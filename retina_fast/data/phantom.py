@@ -24,7 +24,13 @@ import numpy as np
 from numba import njit
 from scipy.ndimage import gaussian_filter
 
-__all__ = ["FundusTruth", "VesselSegment", "make_fundus"]
+from ..checks import check_int, check_number
+
+__all__ = ["FundusTruth", "VesselSegment", "make_fundus", "NOISE_SIGMA", "VESSEL_CONTRAST"]
+
+# Defaults of `make_fundus`: sensor noise (grey levels) and the multiplier of the drawn vessel contrasts.
+NOISE_SIGMA = 3.25
+VESSEL_CONTRAST = 0.6
 
 
 @dataclass
@@ -539,27 +545,197 @@ def _smoothstep(x):
     return x * x * (3.0 - 2.0 * x)
 
 
-def _check_args(seed, size, disease, zoom, exposure, noise_sigma):
-    if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool):
-        raise TypeError(f"seed must be an int, got {type(seed).__name__}")
+def _check_args(seed, size, disease, zoom, exposure, noise_sigma, vessel_contrast):
+    check_int("seed", seed)
     if (not isinstance(size, (tuple, list)) or len(size) != 2
             or not all(isinstance(v, (int, np.integer)) for v in size) or min(size) < 64):
         raise ValueError(f"size must be (H, W) ints >= 64, got {size!r}")
-    for name, v in (("zoom", zoom), ("exposure", exposure), ("noise_sigma", noise_sigma)):
-        if not isinstance(v, (int, float, np.integer, np.floating)) or isinstance(v, bool):
-            raise TypeError(f"{name} must be a number, got {type(v).__name__}")
     if disease not in (None, "erm"):
         raise ValueError(f"disease must be None or 'erm', got {disease!r}")
-    if not (0.3 <= zoom <= 3.0):
-        raise ValueError(f"zoom must be in [0.3, 3], got {zoom!r}")
-    if not (0.0 < exposure <= 10.0):
-        raise ValueError(f"exposure must be in (0, 10], got {exposure!r}")
-    if not (0.0 <= noise_sigma <= 64.0):
-        raise ValueError(f"noise_sigma must be in [0, 64] grey levels, got {noise_sigma!r}")
+    check_number("zoom", zoom, 0.3, 3.0)
+    check_number("exposure", exposure, 0.0, 10.0, min_open=True)
+    check_number("noise_sigma", noise_sigma, 0.0, 64.0)       # grey levels
+    check_number("vessel_contrast", vessel_contrast, 0.0, 1.5)
 
 
-def make_fundus(seed, *, size=(1536, 2048), disease=None, zoom=1.0, exposure=1.0, noise_sigma=2.0,
-                texture=True, illumination=True, return_clean=False):
+@dataclass(frozen=True)
+class _Light:
+    """Radial illumination fall-off of the frame: 1 at `center`, ``1 - a q - b q^2`` (floor 0.2) at
+    squared distance q in units of the FOV radius squared."""
+
+    center: tuple
+    fall: tuple
+    fov_radius: float
+
+    def over(self, box):
+        """The fall-off over `box` (see `_box`), (h, w, 1) float32."""
+        gy, gx = _grid(box)
+        q = ((gy - self.center[0]) ** 2 + (gx - self.center[1]) ** 2) * np.float32(
+            1.0 / (self.fov_radius * self.fov_radius))
+        return np.maximum(1.0 - self.fall[0] * q - self.fall[1] * q * q, 0.2)[..., None]
+
+
+def _draw_geometry(rng, height, width, zoom):
+    """FOV circle, eye side, disc, cup and fovea: the `geo` dict `_grow_vessels` and the painters take."""
+    s = min(height, width) / 1536.0 * zoom
+    fov_radius = 0.5 * height * rng.uniform(1.03, 1.12) * zoom
+    if zoom <= 1.0:
+        fov_radius = min(fov_radius, 0.5 * width - 8.0 * s)
+    max_dc = max(0.0, min(0.03 * width, 0.5 * width - fov_radius - 4.0)) if zoom <= 1.0 else 0.03 * width
+    fov_center = (0.5 * (height - 1) + rng.uniform(-0.03, 0.03) * height,
+                  0.5 * (width - 1) + rng.uniform(-max_dc, max_dc))
+    nasal = 1 if rng.random() < 0.5 else -1        # +1: disc right of the fovea ('R' eye)
+    # disc radius 0.062-0.075 of the FOV diameter (disc ~5.5-6.5 deg across in a 45 deg field;
+    # skimage.data.retina() has 0.069)
+    disc_radius = 2.0 * fov_radius * rng.uniform(0.062, 0.075)
+    dd = 2.0 * disc_radius
+    disc_off = rng.uniform(0.35, 0.45) * fov_radius
+    disc_center = (fov_center[0] + rng.uniform(-0.06, 0.04) * fov_radius,
+                   fov_center[1] + nasal * disc_off)
+    fd = rng.uniform(2.3, 2.7) * dd
+    drop = rng.uniform(0.1, 0.35) * dd               # the fovea lies a little below the disc
+    fovea_center = (disc_center[0] + drop, disc_center[1] - nasal * math.sqrt(fd * fd - drop * drop))
+    cup_radius = disc_radius * rng.uniform(0.3, 0.5)
+    return {"scale": s, "disc_center": disc_center, "disc_radius": disc_radius, "cup_radius": cup_radius,
+            "fovea_center": fovea_center, "fov_center": fov_center, "fov_radius": fov_radius,
+            "nasal": nasal, "size": (height, width)}
+
+
+def _draw_vessels(rng, geo, erm, vessel_contrast):
+    """Grow the trees and render them: (segments, darkening (H, W, 3) float32, vessel mask (H, W))."""
+    height, width = geo["size"]
+    segments = _grow_vessels(rng, geo, erm)
+    for sg in segments:
+        sg.contrast *= float(vessel_contrast)
+    # veins darken red more than arteries (arterial blood is redder); all darken blue strongly
+    red_gain = np.where([sg.kind == "vein" for sg in segments], rng.uniform(0.30, 0.45, len(segments)),
+                        rng.uniform(0.10, 0.2, len(segments)))
+    blue_gain = rng.uniform(0.75, 0.95, len(segments))
+    starts = np.zeros(len(segments) + 1, np.int64)
+    starts[1:] = np.cumsum([len(sg.points) for sg in segments])
+    points = np.concatenate([sg.points for sg in segments]) if segments else np.zeros((0, 2))
+    dark = np.zeros((height, width, 3), np.float32)
+    mask = np.zeros((height, width), bool)
+    _render_vessels(points, starts, np.array([sg.width for sg in segments]),
+                    np.array([sg.contrast for sg in segments]), red_gain, blue_gain, dark, mask)
+    return segments, dark, mask
+
+
+def _draw_background(rng, rng_tex, geo, segments, texture, illumination):
+    """Base colour under the illumination fall-off with choroidal texture and nerve-fibre reflex:
+    (image (H, W, 3) float32, its `_Light`)."""
+    height, width = geo["size"]
+    fov_center, fov_radius, s = geo["fov_center"], geo["fov_radius"], geo["scale"]
+    base = np.array([rng.uniform(205, 232), rng.uniform(70, 95), rng.uniform(42, 64)], np.float32)
+    ic = (fov_center[0] + rng.uniform(-0.1, 0.1) * fov_radius,
+          fov_center[1] + rng.uniform(-0.1, 0.1) * fov_radius)
+    fall = (rng.uniform(0.05, 0.12), rng.uniform(0.18, 0.26))
+    fall = fall if illumination else (0.0, 0.0)
+    # nerve fibre layer reflex along the arcades: strong in young eyes, absent in many old ones
+    nfl_gain = np.array([0.03, 0.08, 0.1], np.float32) * max(0.0, rng.uniform(-0.3, 1.0))
+    if texture:
+        coarse = _smooth_noise(rng_tex, (height, width), 110.0 * s)
+        fine = _smooth_noise(rng_tex, (height, width), 10.0 * s)
+        amp = np.array([[0.015, 0.008], [0.025, 0.012], [0.025, 0.015]], np.float32)
+        nfl = _nerve_fibre_reflex(segments, (height, width), s)
+    else:
+        coarse = fine = nfl = np.zeros((1, 1), np.float32)
+        amp = np.zeros((3, 2), np.float32)
+    img = np.empty((height, width, 3), np.float32)
+    _background(img, base, coarse, fine, amp, nfl, nfl_gain, texture, ic[0], ic[1], 1.0 / fov_radius ** 2,
+                fall[0], fall[1])
+    return img, _Light(ic, fall, fov_radius)
+
+
+def _draw_macula(rng, img, geo):
+    """In place: broad darkening (macular pigment absorbs blue/green), deeper fovea, small reflex."""
+    fovea_center, dd = geo["fovea_center"], 2.0 * geo["disc_radius"]
+    box = _box(fovea_center, 2.0 * dd, img.shape[:2])
+    depth = rng.uniform(0.8, 1.2)
+    reflex_gain = rng.uniform(0.25, 0.45)
+    if box[1] > box[0] and box[3] > box[2]:
+        gy, gx = _grid(box)
+        d2 = (gy - fovea_center[0]) ** 2 + (gx - fovea_center[1]) ** 2
+        mac = np.exp(d2 * np.float32(-0.5 / (0.55 * dd) ** 2))
+        fov_ = np.exp(d2 * np.float32(-0.5 / (0.12 * dd) ** 2))
+        sub = img[box[0]:box[1], box[2]:box[3]]
+        for ch, (m1, m2) in enumerate(((0.10, 0.12), (0.26, 0.2), (0.3, 0.2))):
+            sub[..., ch] *= 1.0 - depth * (m1 * mac + m2 * fov_)
+        reflex = np.exp(d2 * np.float32(-0.5 / (0.018 * dd + 1.0) ** 2)) * reflex_gain
+        sub += reflex[..., None] * (np.array([255.0, 230.0, 200.0], np.float32) - sub)
+
+
+def _draw_disc(rng, rng_tex, img, geo, light):
+    """In place: the optic disc, a slightly vertical oval: yellow-orange rim paler temporally, whitish
+    cup, soft edge with a faint glow, mottled; sometimes a peripapillary atrophy crescent temporally."""
+    disc_center, disc_radius, nasal = geo["disc_center"], geo["disc_radius"], geo["nasal"]
+    box = _box(disc_center, 1.8 * disc_radius, img.shape[:2])
+    ry, rx = disc_radius * rng.uniform(1.0, 1.1), disc_radius * rng.uniform(0.9, 1.0)
+    rim = np.array([250.0, rng.uniform(165, 190), rng.uniform(95, 125)], np.float32)
+    cupc = np.array([255.0, rng.uniform(235, 250), rng.uniform(190, 215)], np.float32)
+    glow_gain = rng.uniform(0.15, 0.3)
+    crescent = rng.uniform(0.25, 0.5) if rng.random() < 0.35 else 0.0
+    crescent_col = np.array([rng.uniform(120, 190), rng.uniform(85, 130), rng.uniform(60, 90)], np.float32)
+    if not (box[1] > box[0] and box[3] > box[2]):
+        return
+    gy, gx = _grid(box)
+    ny, nx = (gy - disc_center[0]) / ry, (gx - disc_center[1]) / rx
+    ed = np.sqrt(ny * ny + nx * nx)
+    alpha = _smoothstep((1.0 - ed) / 0.1 + 0.5)
+    cc = (disc_center[0], disc_center[1] - nasal * 0.15 * disc_radius)   # cup sits temporally
+    cd = np.sqrt((gy - cc[0]) ** 2 + (gx - cc[1]) ** 2) / geo["cup_radius"]
+    cup = _smoothstep((1.0 - cd) / 0.6 + 0.5)[..., None]
+    temporal_side = np.clip(0.5 - 0.5 * nasal * nx, 0.0, 1.0)[..., None]   # 1 at the temporal margin
+    mottle = 1.0 + 0.04 * _smooth_noise(rng_tex, ed.shape, 0.15 * disc_radius)[..., None]
+    col = (rim * (1.0 - 0.3 * temporal_side) + cupc * 0.3 * temporal_side) * (1.0 - cup) + cupc * cup
+    sub = img[box[0]:box[1], box[2]:box[3]]
+    local = light.over(box)
+    sub += alpha[..., None] * (col * mottle * local - sub)
+    glow = (glow_gain * np.exp(-0.5 * ((ed - 1.0) / 0.18) ** 2) * (ed > 1.0))[..., None]
+    sub += glow * (rim * local - sub)
+    if crescent > 0:
+        band = np.exp(-0.5 * ((ed - 1.12) / 0.09) ** 2) * temporal_side[..., 0] ** 2
+        band *= np.clip(1.0 + 0.5 * _smooth_noise(rng_tex, ed.shape, 0.1 * disc_radius), 0.0, 2.0)
+        sub += (crescent * band)[..., None] * (crescent_col * local - sub)
+
+
+def _draw_membrane(rng, img, geo, light):
+    """In place: an epiretinal membrane, a glistening semi-transparent sheen over the macula,
+    irregular, with faint radial striae."""
+    fovea_center, dd = geo["fovea_center"], 2.0 * geo["disc_radius"]
+    rad = rng.uniform(1.1, 1.6) * dd
+    box_r = 2.0 * rad
+    box = _box(fovea_center, box_r, img.shape[:2])
+    if not (box[1] > box[0] and box[3] > box[2]):
+        return
+    gy, gx = _grid(box)
+    vy, vx = gy - np.float32(fovea_center[0]), gx - np.float32(fovea_center[1])
+    d = np.sqrt(vy * vy + vx * vx)
+    theta = np.arctan2(vy, vx)
+    # irregular outline: super-Gaussian whose radius wobbles with a smooth random field,
+    # tapered to 0 before the box edge
+    blob = np.clip(_smooth_noise(rng, d.shape, 0.5 * rad), -2.5, 2.5)
+    u = d / (rad * (1.0 + 0.15 * blob))
+    u *= u
+    env = np.exp(-0.5 * u * u) * _smoothstep((box_r - d) / (0.3 * rad))
+    k = int(rng.integers(30, 60))
+    wob = 1.2 * _smooth_noise(rng, d.shape, 0.4 * rad)
+    c = 0.5 + 0.5 * np.cos(k * theta + wob)
+    c *= c
+    striae = c * c * c
+    striae *= np.clip((d - 0.2 * rad) / (0.4 * rad), 0.0, 1.0)
+    # folds come and go around the fovea rather than forming a perfect starburst
+    striae *= np.clip(0.6 + 0.6 * _smooth_noise(rng, d.shape, 0.25 * rad), 0.0, 1.6)
+    glint = np.clip(_smooth_noise(rng, d.shape, 0.15 * rad) - 1.0, 0.0, None)
+    strength = rng.uniform(0.2, 0.3)
+    a = np.clip(strength * env * (0.75 + 0.25 * striae + 0.5 * glint), 0.0, 0.7)
+    sub = img[box[0]:box[1], box[2]:box[3]]
+    sheen = np.array([250.0, 225.0, 205.0], np.float32) * np.maximum(light.over(box), 0.7)
+    sub += a[..., None] * (sheen - sub)
+
+
+def make_fundus(seed, *, size=(1536, 2048), disease=None, zoom=1.0, exposure=1.0, noise_sigma=NOISE_SIGMA,
+                vessel_contrast=VESSEL_CONTRAST, texture=True, illumination=True, return_clean=False):
     """Render a synthetic colour fundus frame and its ground truth.
 
     Parameters
@@ -579,6 +755,12 @@ def make_fundus(seed, *, size=(1536, 2048), disease=None, zoom=1.0, exposure=1.0
         Brightness multiplier: < 0.35 gives a dark frame, > 2.5 a saturated one.
     noise_sigma : float
         Std of the Gaussian sensor noise per channel, grey levels (0-255).
+    vessel_contrast : float
+        Multiplier of every vessel's drawn contrast (`VesselSegment.contrast` holds the product; the
+        tree itself does not depend on it). The defaults of this and `noise_sigma` put the zone-B SNR
+        of the frames as `prepare` writes them (1024 x 1024; `retina_fast.vessels.zone_b_snr`, both
+        kinds) in the range measured on the real photograph ``skimage.data.retina()`` (README, "The
+        paper's SNR scale"); 1.0 gives the stronger contrasts drawn before.
     texture, illumination : bool
         Background texture (choroidal pattern and nerve fibre layer reflex) and radial illumination
         fall-off on/off. Off, the background away from disc and macula is one flat colour.
@@ -593,169 +775,32 @@ def make_fundus(seed, *, size=(1536, 2048), disease=None, zoom=1.0, exposure=1.0
     truth : FundusTruth
         Vessel mask and centrelines, disc, cup, fovea, FOV circle, label.
     """
-    _check_args(seed, size, disease, zoom, exposure, noise_sigma)
+    _check_args(seed, size, disease, zoom, exposure, noise_sigma, vessel_contrast)
     height, width = int(size[0]), int(size[1])
-    rng, rng_ves, rng_bg, rng_tex, rng_erm, rng_noise = (
+    rng_geo, rng_ves, rng_bg, rng_tex, rng_erm, rng_noise = (
         np.random.default_rng(ss) for ss in np.random.SeedSequence(int(seed)).spawn(6))
-    s = min(height, width) / 1536.0 * zoom
-
-    # --- geometry ---------------------------------------------------------------------------
-    fov_radius = 0.5 * height * rng.uniform(1.03, 1.12) * zoom
-    if zoom <= 1.0:
-        fov_radius = min(fov_radius, 0.5 * width - 8.0 * s)
-    max_dc = max(0.0, min(0.03 * width, 0.5 * width - fov_radius - 4.0)) if zoom <= 1.0 else 0.03 * width
-    fov_center = (0.5 * (height - 1) + rng.uniform(-0.03, 0.03) * height,
-                  0.5 * (width - 1) + rng.uniform(-max_dc, max_dc))
-    nasal = 1 if rng.random() < 0.5 else -1        # +1: disc right of the fovea ('R' eye)
-    # disc radius 0.062-0.075 of the FOV diameter (disc ~5.5-6.5 deg across in a 45 deg field;
-    # skimage.data.retina() has 0.069)
-    disc_radius = 2.0 * fov_radius * rng.uniform(0.062, 0.075)
-    dd = 2.0 * disc_radius
-    disc_off = rng.uniform(0.35, 0.45) * fov_radius
-    disc_center = (fov_center[0] + rng.uniform(-0.06, 0.04) * fov_radius,
-                   fov_center[1] + nasal * disc_off)
-    fd = rng.uniform(2.3, 2.7) * dd
-    drop = rng.uniform(0.1, 0.35) * dd               # the fovea lies a little below the disc
-    fovea_center = (disc_center[0] + drop, disc_center[1] - nasal * math.sqrt(fd * fd - drop * drop))
-    cup_radius = disc_radius * rng.uniform(0.3, 0.5)
-    geo = {"scale": s, "disc_center": disc_center, "disc_radius": disc_radius, "cup_radius": cup_radius,
-           "fovea_center": fovea_center, "fov_center": fov_center, "fov_radius": fov_radius,
-           "nasal": nasal, "size": (height, width)}
-
-    # --- vessels ------------------------------------------------------------------------------
-    segments = _grow_vessels(rng_ves, geo, disease == "erm")
-    # veins darken red more than arteries (arterial blood is redder); all darken blue strongly
-    red_gain = np.where([sg.kind == "vein" for sg in segments], rng_ves.uniform(0.30, 0.45, len(segments)),
-                        rng_ves.uniform(0.10, 0.2, len(segments)))
-    blue_gain = rng_ves.uniform(0.75, 0.95, len(segments))
-    starts = np.zeros(len(segments) + 1, np.int64)
-    starts[1:] = np.cumsum([len(sg.points) for sg in segments])
-    points = np.concatenate([sg.points for sg in segments]) if segments else np.zeros((0, 2))
-    dark = np.zeros((height, width, 3), np.float32)
-    mask = np.zeros((height, width), bool)
-    _render_vessels(points, starts, np.array([sg.width for sg in segments]),
-                    np.array([sg.contrast for sg in segments]), red_gain, blue_gain, dark, mask)
-
-    # --- background ---------------------------------------------------------------------------
-    rng = rng_bg
-    base = np.array([rng.uniform(205, 232), rng.uniform(70, 95), rng.uniform(42, 64)], np.float32)
-    ic = (fov_center[0] + rng.uniform(-0.1, 0.1) * fov_radius,
-          fov_center[1] + rng.uniform(-0.1, 0.1) * fov_radius)
-    fall = (rng.uniform(0.05, 0.12), rng.uniform(0.18, 0.26))
-    fall = fall if illumination else (0.0, 0.0)
-    # nerve fibre layer reflex along the arcades: strong in young eyes, absent in many old ones
-    nfl_gain = np.array([0.03, 0.08, 0.1], np.float32) * max(0.0, rng.uniform(-0.3, 1.0))
-
-    def shade(box):
-        # illumination fall-off (1 at its centre) over a box, (h, w, 1)
-        gy, gx = _grid(box)
-        q = ((gy - ic[0]) ** 2 + (gx - ic[1]) ** 2) * np.float32(1.0 / (fov_radius * fov_radius))
-        return np.maximum(1.0 - fall[0] * q - fall[1] * q * q, 0.2)[..., None]
-
-    if texture:
-        coarse = _smooth_noise(rng_tex, (height, width), 110.0 * s)
-        fine = _smooth_noise(rng_tex, (height, width), 10.0 * s)
-        amp = np.array([[0.015, 0.008], [0.025, 0.012], [0.025, 0.015]], np.float32)
-        nfl = _nerve_fibre_reflex(segments, (height, width), s)
-    else:
-        coarse = fine = nfl = np.zeros((1, 1), np.float32)
-        amp = np.zeros((3, 2), np.float32)
-    img = np.empty((height, width, 3), np.float32)
-    _background(img, base, coarse, fine, amp, nfl, nfl_gain, texture, ic[0], ic[1], 1.0 / fov_radius ** 2,
-                fall[0], fall[1])
-
-    # macula: broad darkening (macular pigment absorbs blue/green), deeper fovea, small reflex
-    box = _box(fovea_center, 2.0 * dd, (height, width))
-    depth = rng.uniform(0.8, 1.2)
-    reflex_gain = rng.uniform(0.25, 0.45)
-    if box[1] > box[0] and box[3] > box[2]:
-        gy, gx = _grid(box)
-        d2 = (gy - fovea_center[0]) ** 2 + (gx - fovea_center[1]) ** 2
-        mac = np.exp(d2 * np.float32(-0.5 / (0.55 * dd) ** 2))
-        fov_ = np.exp(d2 * np.float32(-0.5 / (0.12 * dd) ** 2))
-        sub = img[box[0]:box[1], box[2]:box[3]]
-        for ch, (m1, m2) in enumerate(((0.10, 0.12), (0.26, 0.2), (0.3, 0.2))):
-            sub[..., ch] *= 1.0 - depth * (m1 * mac + m2 * fov_)
-        reflex = np.exp(d2 * np.float32(-0.5 / (0.018 * dd + 1.0) ** 2)) * reflex_gain
-        sub += reflex[..., None] * (np.array([255.0, 230.0, 200.0], np.float32) - sub)
-
-    # optic disc: slightly vertical oval, yellow-orange rim paler temporally, whitish cup, soft
-    # edge with a faint glow, mottled; sometimes a peripapillary atrophy crescent temporally
-    box = _box(disc_center, 1.8 * disc_radius, (height, width))
-    ry, rx = disc_radius * rng.uniform(1.0, 1.1), disc_radius * rng.uniform(0.9, 1.0)
-    rim = np.array([250.0, rng.uniform(165, 190), rng.uniform(95, 125)], np.float32)
-    cupc = np.array([255.0, rng.uniform(235, 250), rng.uniform(190, 215)], np.float32)
-    glow_gain = rng.uniform(0.15, 0.3)
-    crescent = rng.uniform(0.25, 0.5) if rng.random() < 0.35 else 0.0
-    crescent_col = np.array([rng.uniform(120, 190), rng.uniform(85, 130), rng.uniform(60, 90)], np.float32)
-    if box[1] > box[0] and box[3] > box[2]:
-        gy, gx = _grid(box)
-        ny, nx = (gy - disc_center[0]) / ry, (gx - disc_center[1]) / rx
-        ed = np.sqrt(ny * ny + nx * nx)
-        alpha = _smoothstep((1.0 - ed) / 0.1 + 0.5)
-        cc = (disc_center[0], disc_center[1] - nasal * 0.15 * disc_radius)   # cup sits temporally
-        cd = np.sqrt((gy - cc[0]) ** 2 + (gx - cc[1]) ** 2) / cup_radius
-        cup = _smoothstep((1.0 - cd) / 0.6 + 0.5)[..., None]
-        temporal_side = np.clip(0.5 - 0.5 * nasal * nx, 0.0, 1.0)[..., None]   # 1 at the temporal margin
-        mottle = 1.0 + 0.04 * _smooth_noise(rng_tex, ed.shape, 0.15 * disc_radius)[..., None]
-        col = (rim * (1.0 - 0.3 * temporal_side) + cupc * 0.3 * temporal_side) * (1.0 - cup) + cupc * cup
-        sub = img[box[0]:box[1], box[2]:box[3]]
-        local = shade(box)
-        sub += alpha[..., None] * (col * mottle * local - sub)
-        glow = (glow_gain * np.exp(-0.5 * ((ed - 1.0) / 0.18) ** 2) * (ed > 1.0))[..., None]
-        sub += glow * (rim * local - sub)
-        if crescent > 0:
-            band = np.exp(-0.5 * ((ed - 1.12) / 0.09) ** 2) * temporal_side[..., 0] ** 2
-            band *= np.clip(1.0 + 0.5 * _smooth_noise(rng_tex, ed.shape, 0.1 * disc_radius), 0.0, 2.0)
-            sub += (crescent * band)[..., None] * (crescent_col * local - sub)
-
-    # epiretinal membrane: glistening semi-transparent sheen, irregular, with faint radial striae
-    label = "normal"
+    geo = _draw_geometry(rng_geo, height, width, zoom)
+    segments, dark, mask = _draw_vessels(rng_ves, geo, disease == "erm", vessel_contrast)
+    # the background stream is drawn from in this order: base and light, macula, disc
+    img, light = _draw_background(rng_bg, rng_tex, geo, segments, texture, illumination)
+    _draw_macula(rng_bg, img, geo)
+    _draw_disc(rng_bg, rng_tex, img, geo, light)
     if disease == "erm":
-        label = "erm"
-        rng = rng_erm
-        rad = rng.uniform(1.1, 1.6) * dd
-        box_r = 2.0 * rad
-        box = _box(fovea_center, box_r, (height, width))
-        if box[1] > box[0] and box[3] > box[2]:
-            gy, gx = _grid(box)
-            vy, vx = gy - np.float32(fovea_center[0]), gx - np.float32(fovea_center[1])
-            d = np.sqrt(vy * vy + vx * vx)
-            theta = np.arctan2(vy, vx)
-            # irregular outline: super-Gaussian whose radius wobbles with a smooth random field,
-            # tapered to 0 before the box edge
-            blob = np.clip(_smooth_noise(rng, d.shape, 0.5 * rad), -2.5, 2.5)
-            u = d / (rad * (1.0 + 0.15 * blob))
-            u *= u
-            env = np.exp(-0.5 * u * u) * _smoothstep((box_r - d) / (0.3 * rad))
-            k = int(rng.integers(30, 60))
-            wob = 1.2 * _smooth_noise(rng, d.shape, 0.4 * rad)
-            c = 0.5 + 0.5 * np.cos(k * theta + wob)
-            c *= c
-            striae = c * c * c
-            striae *= np.clip((d - 0.2 * rad) / (0.4 * rad), 0.0, 1.0)
-            # folds come and go around the fovea rather than forming a perfect starburst
-            striae *= np.clip(0.6 + 0.6 * _smooth_noise(rng, d.shape, 0.25 * rad), 0.0, 1.6)
-            glint = np.clip(_smooth_noise(rng, d.shape, 0.15 * rad) - 1.0, 0.0, None)
-            strength = rng.uniform(0.2, 0.3)
-            a = np.clip(strength * env * (0.75 + 0.25 * striae + 0.5 * glint), 0.0, 0.7)
-            sub = img[box[0]:box[1], box[2]:box[3]]
-            local = shade(box)
-            sheen = np.array([250.0, 225.0, 205.0], np.float32) * np.maximum(local, 0.7)
-            sub += a[..., None] * (sheen - sub)
+        _draw_membrane(rng_erm, img, geo, light)
 
     # vessels darken multiplicatively (after the sheen, so green = background * (1 - contrast)),
     # then the aperture, exposure and sensor noise
     noise = (rng_noise.standard_normal(img.shape, dtype=np.float32) if noise_sigma > 0
              else np.zeros((1, 1, 1), np.float32))
     image = np.empty((height, width, 3), np.uint8)
+    fov_center, fov_radius = geo["fov_center"], geo["fov_radius"]
     _finish(img, dark, mask, fov_center[0], fov_center[1], fov_radius, exposure, noise, noise_sigma, image)
-    clean = img if return_clean else None
 
-    truth = FundusTruth(vessel_mask=mask, segments=segments, disc_center=tuple(map(float, disc_center)),
-                        disc_radius=float(disc_radius), cup_radius=float(cup_radius),
-                        fovea_center=tuple(map(float, fovea_center)),
+    truth = FundusTruth(vessel_mask=mask, segments=segments, disc_center=tuple(map(float, geo["disc_center"])),
+                        disc_radius=float(geo["disc_radius"]), cup_radius=float(geo["cup_radius"]),
+                        fovea_center=tuple(map(float, geo["fovea_center"])),
                         fov_center=tuple(map(float, fov_center)), fov_radius=float(fov_radius),
-                        label=label, noise_sigma=float(noise_sigma), size=(height, width), clean=clean,
-                        eye="R" if nasal > 0 else "L", zoom=float(zoom), exposure=float(exposure))
+                        label="erm" if disease == "erm" else "normal", noise_sigma=float(noise_sigma),
+                        size=(height, width), clean=img if return_clean else None,
+                        eye="R" if geo["nasal"] > 0 else "L", zoom=float(zoom), exposure=float(exposure))
     return image, truth

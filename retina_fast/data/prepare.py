@@ -21,7 +21,9 @@ dark, saturated, field of view (zoomed when it leaves the frame at left/right), 
 disc on the output image. Accepted images are written as PNG (temp name, then rename); every result
 goes to the journal, from which the manifest and dataset.json are rebuilt at the end.
 
-Nothing from a header reaches an output except age (whole years), sex and the salted key.
+Nothing from a header reaches an output except age (whole years), sex and the salted key. The
+sources' relative paths (file and folder names) go to manifest.csv and the journal, unless
+`source_names=False` replaces them with a salted hash (`source_key`).
 """
 import csv
 import io
@@ -36,6 +38,8 @@ from multiprocessing import get_context
 import numpy as np
 from PIL import Image
 
+from ..checks import check_int
+from ..fileio import remove_stale_temp_files, write_text_atomic
 from . import dataset as ds_mod
 from .dicom import anonymise, patient_key, read_dicom_header, read_dicom_pil
 from .disc import detect_disc
@@ -52,6 +56,8 @@ MANIFEST_COLUMNS = ("source", "key", "age", "sex", "label", "status", "reason", 
                     "fov_radius", "disc_row", "disc_col", "disc_radius", "output")
 SOURCE_EXTENSIONS = (".dcm", ".dicom", ".dic", ".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", "")
 JOURNAL = ".journal.jsonl"
+# Smallest output side: the smallest StyleGAN2 preset ('32'); below it the optic disc is a few pixels.
+MIN_SIZE = 32
 
 # Exposure thresholds on the working copy, inside the retina: luminance 0.299 R + 0.587 G + 0.114 B.
 # Median FOV luminance measured on phantoms (3 seeds each) by exposure: 0.25 -> 25-28, 0.35 -> 34-39,
@@ -122,9 +128,13 @@ def _scan(args):
             with Image.open(path) as im:
                 im.size  # noqa: B018 -- identifies the format without decoding
             return {"kind": "image", "reason": None, "key": "", "age": None, "sex": "", "visit": None}
-        except Exception:  # noqa: BLE001 -- neither DICOM nor image: recorded, the batch goes on
-            return {"kind": "unknown", "reason": "unreadable", "key": "", "age": None, "sex": "",
-                    "visit": None}
+        except Exception:  # noqa: BLE001 -- not an image either: a DICOM dataset without file meta?
+            try:
+                # tried last: pydicom's forced reading parses any bytes into (junk) elements
+                h = read_dicom_header(path, force=True)
+            except Exception:  # noqa: BLE001 -- neither DICOM nor image: recorded, the batch goes on
+                return {"kind": "unknown", "reason": "unreadable", "key": "", "age": None, "sex": "",
+                        "visit": None}
     anon = anonymise(h, salt)
     reason = None
     if not h.has_pixels:
@@ -174,7 +184,7 @@ def exposure_reason(small, mask, dark_level=DARK_LEVEL, saturated_level=SATURATE
 def _load(path, kind):
     """Decoded source as a PIL image (RGB, or 'L' for grey)."""
     if kind == "dicom":
-        img, _ = read_dicom_pil(path)
+        img, _ = read_dicom_pil(path, force=True)  # the header pass found it to be DICOM
         return img
     img = Image.open(path)
     img.load()
@@ -225,8 +235,8 @@ def process_image(img, settings):
 
 def _work(task):
     """Worker: one source -> journal row (dict). Never raises: a failure is an exclusion."""
-    index, rel, path, scan, settings, dataset_dir, compress_level = task
-    row = {"source": rel, "index": index, "key": scan["key"], "age": scan["age"], "sex": scan["sex"],
+    index, source_id, path, scan, settings, dataset_dir, compress_level = task
+    row = {"source": source_id, "index": index, "key": scan["key"], "age": scan["age"], "sex": scan["sex"],
            "pre": scan["reason"], "stamp": _stamp(path)}
     if scan["reason"]:
         return {**row, "status": "excluded", "reason": scan["reason"]}
@@ -279,14 +289,24 @@ def _read_labels(labels):
         return {}
     if isinstance(labels, dict):
         return {str(k): ds_mod.label_code(v) for k, v in labels.items()}
+    labels = os.fspath(labels)
     if not os.path.isfile(labels):
         raise ValueError(f"labels must be a dict or a CSV file, got {labels!r}")
-    with open(labels, newline="", encoding="utf-8") as f:
-        reader = csv.DictReader(f)
-        col = "file" if "file" in (reader.fieldnames or []) else "source"
-        if col not in (reader.fieldnames or []) or "label" not in reader.fieldnames:
-            raise ValueError(f"labels CSV {labels} needs columns 'file' (or 'source') and 'label'")
-        return {r[col].replace(os.sep, "/"): ds_mod.label_code(r["label"]) for r in reader}
+    try:
+        with open(labels, newline="", encoding="utf-8") as f:
+            reader = csv.DictReader(f)
+            col = "file" if "file" in (reader.fieldnames or []) else "source"
+            if col not in (reader.fieldnames or []) or "label" not in reader.fieldnames:
+                raise ValueError(f"labels CSV {labels} needs columns 'file' (or 'source') and 'label'")
+            out = {}
+            for r in reader:
+                try:
+                    out[(r[col] or "").replace(os.sep, "/")] = ds_mod.label_code(r["label"])
+                except ValueError as e:
+                    raise ValueError(f"labels CSV {labels}, line {reader.line_num}: {e}") from None
+            return out
+    except (UnicodeDecodeError, csv.Error) as e:
+        raise ValueError(f"labels CSV {labels} cannot be read: {e}") from None
 
 
 def _read_journal(path):
@@ -317,8 +337,17 @@ def _cell(v):
     return "" if v is None else v
 
 
+def source_key(rel, salt):
+    """Salted pseudonymous name of a source file (relative path `rel`), for `source_names=False`.
+
+    HMAC-SHA256 like `patient_key`, on a separate domain ('source:' prefix), so a path never yields a
+    patient's key.
+    """
+    return "src-" + patient_key("source:" + rel, salt)
+
+
 def prepare(src, out, *, size=1024, workers=None, zip=False, salt=None, png_compress_level=1,
-            labels=None, resample="box", detector="classical", progress=True):
+            labels=None, resample="box", detector="classical", source_names=True, progress=True):
     """Ingest a folder of fundus photographs (DICOM, PNG, JPEG) into a StyleGAN2-ADA-style dataset.
 
     Parameters
@@ -328,7 +357,7 @@ def prepare(src, out, *, size=1024, workers=None, zip=False, salt=None, png_comp
     out : str or PathLike
         Output folder (created). A rerun into the same folder resumes: finished sources are skipped.
     size : int
-        Output side, px (default 1024).
+        Output side, px (default 1024; at least `MIN_SIZE`).
     workers : int, optional
         Worker processes (default os.cpu_count()); 1 runs in this process. Results do not depend on it.
     zip : bool
@@ -345,66 +374,97 @@ def prepare(src, out, *, size=1024, workers=None, zip=False, salt=None, png_comp
         ~3x faster than LANCZOS (StyleGAN2-ADA dataset_tool's choice, slightly sharper).
     detector : str
         Optic-disc detector name (see `retina_fast.data.disc.DETECTORS`).
+    source_names : bool
+        Write the source files' relative paths to manifest.csv and the journal (default). False
+        writes `source_key` instead (a salted hash), for sources whose file or folder names carry
+        identifying data; the manifest then links images to sources only for the salt's holder.
     progress : bool
         Show tqdm progress bars on stderr.
 
     Returns
     -------
     PrepareResult
-    """
-    from tqdm import tqdm
 
+    Raises
+    ------
+    ValueError
+        A bad argument, `src` not a folder or without source files, unreadable `labels`, a salt or
+        settings that differ from those of an earlier run into `out`. Checked before `out` is touched.
+    """
     src, out = os.fspath(src), os.fspath(out)
     if workers is None:
         workers = os.cpu_count() or 1
-    if not isinstance(workers, (int, np.integer)) or workers < 1:
-        raise ValueError(f"workers must be a positive integer, got {workers!r}")
+    workers = check_int("workers", workers, 1)
+    check_int("size", size, MIN_SIZE)
     if resample not in RESAMPLE:
         raise ValueError(f"resample must be one of {sorted(RESAMPLE)}, got {resample!r}")
-    if not 0 <= int(png_compress_level) <= 9:
-        raise ValueError(f"png_compress_level must be 0..9, got {png_compress_level!r}")
+    png_compress_level = check_int("png_compress_level", png_compress_level, 0, 9)
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise ValueError(f"out must be a folder, got the file {out!r}")
+    # every input is checked before OUT is created or changed
     sources = list_sources(src)
-    os.makedirs(out, exist_ok=True)
-    salt, new_salt = _resolve_salt(out, salt)
+    if not sources:
+        raise ValueError(f"src {src!r} holds no source files (DICOM, PNG, JPEG, TIFF, BMP)")
     label_map = _read_labels(labels)
+    salt, new_salt = _resolve_salt(out, salt)
     settings = PrepareSettings(size=int(size), resample=resample, detector=detector,
                                salt_check=patient_key("retina_fast salt check", salt))
+    dataset_dir = _open_output(out, settings, salt if new_salt else None)
+
+    paths = [os.path.join(src, r) for r in sources]
+    ids = sources if source_names else [source_key(r, salt) for r in sources]
+    rows, reused = _process_sources(paths, ids, salt, settings, out, dataset_dir, workers, png_compress_level,
+                                    progress)
+    for i, r in enumerate(rows):  # by position: the row's source may be a hash (`source_names`)
+        r["label"] = label_map.get(sources[i])
+    return _write_outputs(out, dataset_dir, rows, zip, reused)
+
+
+def _open_output(out, settings, new_salt):
+    """Create OUT (or check its settings, on a rerun) and its dataset folder; return the latter.
+
+    `new_salt` is the generated salt to store, None when the caller gave one or OUT already holds it.
+    """
     settings_path = os.path.join(out, "prepare.json")
+    old = None
     if os.path.exists(settings_path):
         with open(settings_path, encoding="utf-8") as f:
             old = json.load(f)
         if old != asdict(settings):
             raise ValueError(f"{out} was prepared with other settings ({old}); use a new OUT folder")
-    else:
-        ds_mod.write_text_atomic(settings_path, json.dumps(asdict(settings), indent=1) + "\n")
-    if new_salt:
-        ds_mod.write_text_atomic(os.path.join(out, "salt"), salt + "\n", mode=0o600)
+    os.makedirs(out, exist_ok=True)
+    remove_stale_temp_files(out)  # e.g. the zip of a killed run
+    if old is None:
+        write_text_atomic(settings_path, json.dumps(asdict(settings), indent=1) + "\n")
+    if new_salt is not None:
+        write_text_atomic(os.path.join(out, "salt"), new_salt + "\n", mode=0o600)
     dataset_dir = os.path.join(out, "dataset")
     os.makedirs(dataset_dir, exist_ok=True)
-    _remove_temp_files(dataset_dir)
+    remove_stale_temp_files(dataset_dir, recursive=True)
+    return dataset_dir
 
-    paths = [os.path.join(src, r) for r in sources]
+
+def _process_sources(paths, ids, salt, settings, out, dataset_dir, workers, png_compress_level, progress):
+    """Header pass over all sources, then every source the journal does not hold already.
+
+    Returns (one journal row per source in source order, how many rows came from the journal). The
+    journal ends compacted to those rows.
+    """
+    from tqdm import tqdm
+
     ctx = get_context("fork" if sys.platform.startswith("linux") else "spawn")
     pool = ctx.Pool(workers) if workers > 1 else None
+    journal_path = os.path.join(out, JOURNAL)
     try:
         imap = pool.imap if pool else map
         scans = list(tqdm(imap(_scan, [(p, salt) for p in paths], *([64] if pool else [])),
                           total=len(paths), desc="headers", unit="file", disable=not progress,
                           file=sys.stderr))
         _mark_second_visits(scans)
-        journal_path = os.path.join(out, JOURNAL)
-        done = _read_journal(journal_path)
-        rows = [None] * len(sources)
-        todo = []
-        for i, rel in enumerate(sources):
-            p, sc = paths[i], scans[i]
-            r = done.get(rel)
-            if r is not None and _journal_valid(r, i, sc, _stamp(p), dataset_dir):
-                rows[i] = r
-            else:
-                todo.append((i, rel, p, sc, settings, dataset_dir, int(png_compress_level)))
+        rows, todo = _reuse_journal(journal_path, paths, ids, scans, dataset_dir)
+        todo = [(i, ids[i], paths[i], scans[i], settings, dataset_dir, png_compress_level) for i in todo]
         with open(journal_path, "a", encoding="utf-8") as jf, \
-                tqdm(total=len(sources), initial=len(sources) - len(todo), desc="images", unit="img",
+                tqdm(total=len(paths), initial=len(paths) - len(todo), desc="images", unit="img",
                      disable=not progress, file=sys.stderr) as bar:
             results = pool.imap_unordered(_work, todo, chunksize=1) if pool else map(_work, todo)
             for r in results:
@@ -423,10 +483,27 @@ def prepare(src, out, *, size=1024, workers=None, zip=False, salt=None, png_comp
             pool.join()
 
     # compact the journal to one line per source (reruns append; the last line of a source wins)
-    ds_mod.write_text_atomic(journal_path, "".join(
+    write_text_atomic(journal_path, "".join(
         json.dumps(r, separators=(",", ":")) + "\n" for r in rows))
-    for r in rows:
-        r["label"] = label_map.get(r["source"])
+    return rows, len(paths) - len(todo)
+
+
+def _reuse_journal(journal_path, paths, ids, scans, dataset_dir):
+    """(rows with the still-valid journal rows filled in and None elsewhere, indices left to do)."""
+    done = _read_journal(journal_path)
+    rows = [None] * len(paths)
+    todo = []
+    for i, sid in enumerate(ids):
+        r = done.get(sid)
+        if r is not None and _journal_valid(r, i, scans[i], _stamp(paths[i]), dataset_dir):
+            rows[i] = r
+        else:
+            todo.append(i)
+    return rows, todo
+
+
+def _write_outputs(out, dataset_dir, rows, zip, reused):
+    """Manifest, dataset.json (and the zip) from the finished rows; stale images removed."""
     _write_manifest(os.path.join(out, "manifest.csv"), rows)
     accepted = [(r["output"], r["label"]) for r in rows if r["status"] == "accepted"]
     _remove_stale_images(dataset_dir, {name for name, _ in accepted})
@@ -438,7 +515,7 @@ def prepare(src, out, *, size=1024, workers=None, zip=False, salt=None, png_comp
     excluded = Counter(r["reason"] for r in rows if r["status"] == "excluded")
     return PrepareResult(accepted=len(accepted), excluded=excluded,
                          manifest=os.path.join(out, "manifest.csv"), dataset=dataset_dir, zip=zip_path,
-                         reused=len(sources) - len(todo), rows=rows)
+                         reused=reused, rows=rows)
 
 
 def _remove_stale_images(dataset_dir, keep):
@@ -451,20 +528,13 @@ def _remove_stale_images(dataset_dir, keep):
                     os.remove(os.path.join(root, f))
 
 
-def _remove_temp_files(dataset_dir):
-    for root, _, files in os.walk(dataset_dir):
-        for f in files:
-            if f.startswith(".") and ".tmp" in f:
-                os.remove(os.path.join(root, f))
-
-
 def _write_manifest(path, rows):
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(MANIFEST_COLUMNS)
     for r in rows:
         w.writerow([_cell(r.get(c)) for c in MANIFEST_COLUMNS])
-    ds_mod.write_text_atomic(path, buf.getvalue())
+    write_text_atomic(path, buf.getvalue())
 
 
 def read_manifest(path):

@@ -31,6 +31,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from retina_fast.checks import check_int, check_number
 from retina_fast.ops import downsample2d, setup_filter, upsample2d
 from retina_fast.transfer import host_to_device
 
@@ -188,16 +189,22 @@ def _sym_filter_bank():
     return torch.as_tensor(bank, dtype=torch.float32)
 
 
-def _check_number(name, value, *, minimum=0.0):
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-        raise TypeError(f"AugmentPipe: {name} must be a number, got {type(value).__name__}")
-    value = float(value)
-    if not math.isfinite(value) or value < minimum:
-        raise ValueError(f"AugmentPipe: {name} must be finite and >= {minimum}, got {value}")
-    return value
-
-
 # ---------------------------------------------------------------------------------------------
+
+def _rand(batch_size, *shape):
+    """Uniform [0, 1) draws [batch_size, *shape] from the global CPU generator."""
+    return torch.rand([batch_size, *shape])
+
+
+def _randn(batch_size, *shape):
+    """Standard normal draws [batch_size, *shape] from the global CPU generator."""
+    return torch.randn([batch_size, *shape])
+
+
+def _erfinv(debug_percentile):
+    """The standard normal quantile of `debug_percentile`, over sqrt(2) (StyleGAN2-ADA's use)."""
+    return torch.erfinv(debug_percentile * 2 - 1)
+
 
 class AugmentPipe(torch.nn.Module):
     """StyleGAN2-ADA's augmentation pipeline (all augmentations off by default).
@@ -266,19 +273,19 @@ class AugmentPipe(torch.nn.Module):
                      imgfilter=imgfilter, imgfilter_std=imgfilter_std, noise=noise, cutout=cutout,
                      noise_std=noise_std, cutout_size=cutout_size)
         for name, value in names.items():
-            setattr(self, name, _check_number(name, value))
+            setattr(self, name, check_number(f"AugmentPipe: {name}", value, minimum=0))
         if self.cutout_size > 1:
             raise ValueError(f"AugmentPipe: cutout_size is relative to the image and must be <= 1, "
                              f"got {self.cutout_size}")
         if isinstance(imgfilter_bands, (str, bytes)) or not hasattr(imgfilter_bands, "__len__") \
                 or len(imgfilter_bands) != 4:
             raise ValueError(f"AugmentPipe: imgfilter_bands must be 4 numbers, got {imgfilter_bands!r}")
-        self.imgfilter_bands = [_check_number("imgfilter_bands", b) for b in imgfilter_bands]
+        self.imgfilter_bands = [check_number("AugmentPipe: imgfilter_bands", b, minimum=0) for b in imgfilter_bands]
         if impl not in (None, "native", "ref"):
             raise ValueError(f"AugmentPipe: impl must be None, 'native' or 'ref', got {impl!r}")
         self.impl = impl
 
-        self.register_buffer("p", torch.tensor(_check_number("p", p), dtype=torch.float32))
+        self.register_buffer("p", torch.tensor(check_number("AugmentPipe: p", p, minimum=0), dtype=torch.float32))
         # Constant filters: not part of the state (the state is p alone).
         self.register_buffer("Hz_geom", setup_filter(WAVELETS["sym6"]), persistent=False)
         self.register_buffer("Hz_fbank", _sym_filter_bank(), persistent=False)
@@ -337,33 +344,41 @@ class AugmentPipe(torch.nn.Module):
         if p == 0 and debug_percentile is None:
             return images  # every decision would be 'no'; skip drawing them
 
-        def rand(*shape):
-            return torch.rand([batch_size, *shape])
+        # Geometry, colour, image-space filter, noise, cutout: StyleGAN2-ADA's order, which is also
+        # the order of the random draws.
+        if any(getattr(self, k) > 0 for k in ("xflip", "rotate90", "xint", "scale", "rotate", "aniso", "xfrac")):
+            G_inv = self._geometry_matrix(batch_size, height, width, p, debug_percentile)
+            images = self._apply_geometry(images, G_inv)
+        if color_on:
+            C = self._color_matrix(batch_size, num_channels, p, debug_percentile)
+            images = self._apply_color(images, host_to_device(C, images.device))
+        if self.imgfilter > 0:
+            images = self._apply_imgfilter(images, p, debug_percentile)
+        if self.noise > 0:
+            images = self._apply_noise(images, p, debug_percentile)
+        if self.cutout > 0:
+            images = self._apply_cutout(images, p, debug_percentile)
+        return images
 
-        def randn(*shape):
-            return torch.randn([batch_size, *shape])
+    # -----------------------------------------------------------------------------------------
+    # Random parameters, composed on the host
 
-        def erfinv_dp():
-            return torch.erfinv(debug_percentile * 2 - 1)
-
-        # ------------------------------------------------------------------
-        # Geometric transform: G_inv maps output pixel -> input pixel.
+    def _geometry_matrix(self, batch_size, height, width, p, debug_percentile):
+        """G_inv [N, 3, 3] (float64, host): the drawn geometric transforms, output pixel -> input
+        pixel (coordinates from the image centre)."""
         ones = torch.ones([batch_size], dtype=_MAT_DTYPE)
         G_inv = torch.eye(3, dtype=_MAT_DTYPE).expand(batch_size, 3, 3)
-        geom_on = False
 
         if self.xflip > 0:
-            geom_on = True
-            i = torch.floor(rand() * 2)
-            i = torch.where(rand() < self.xflip * p, i, torch.zeros_like(i))
+            i = torch.floor(_rand(batch_size) * 2)
+            i = torch.where(_rand(batch_size) < self.xflip * p, i, torch.zeros_like(i))
             if debug_percentile is not None:
                 i = torch.full_like(i, torch.floor(debug_percentile * 2))
             G_inv = G_inv @ _scale2d(1 / (1 - 2 * i.to(_MAT_DTYPE)), 1, ones)
 
         if self.rotate90 > 0:
-            geom_on = True
-            i = torch.floor(rand() * 4)
-            i = torch.where(rand() < self.rotate90 * p, i, torch.zeros_like(i))
+            i = torch.floor(_rand(batch_size) * 4)
+            i = torch.where(_rand(batch_size) < self.rotate90 * p, i, torch.zeros_like(i))
             if debug_percentile is not None:
                 i = torch.full_like(i, torch.floor(debug_percentile * 4))
             # Quarter turns built from exact cos/sin (cos(pi/2) in floating point is not 0), so
@@ -374,140 +389,102 @@ class AugmentPipe(torch.nn.Module):
             G_inv = G_inv @ _matrix([[cos, -sin, 0], [sin, cos, 0], [0, 0, 1]], ones)  # rotate by +pi/2*i
 
         if self.xint > 0:
-            geom_on = True
-            t = (rand(2) * 2 - 1) * self.xint_max
-            t = torch.where(rand(1) < self.xint * p, t, torch.zeros_like(t))
+            t = (_rand(batch_size, 2) * 2 - 1) * self.xint_max
+            t = torch.where(_rand(batch_size, 1) < self.xint * p, t, torch.zeros_like(t))
             if debug_percentile is not None:
                 t = torch.full_like(t, float(self.xint_max)) * (debug_percentile * 2 - 1)
             t = t.to(_MAT_DTYPE)
             G_inv = G_inv @ _translate2d(-torch.round(t[:, 0] * width), -torch.round(t[:, 1] * height), ones)
 
         if self.scale > 0:
-            geom_on = True
-            s = torch.exp2(randn() * self.scale_std)
-            s = torch.where(rand() < self.scale * p, s, torch.ones_like(s))
+            s = torch.exp2(_randn(batch_size) * self.scale_std)
+            s = torch.where(_rand(batch_size) < self.scale * p, s, torch.ones_like(s))
             if debug_percentile is not None:
-                s = torch.full_like(s, 1.0) * torch.exp2(erfinv_dp() * self.scale_std)
+                s = torch.full_like(s, 1.0) * torch.exp2(_erfinv(debug_percentile) * self.scale_std)
             s = s.to(_MAT_DTYPE)
             G_inv = G_inv @ _scale2d(1 / s, 1 / s, ones)
 
         # Rotation before and after the anisotropic scaling, each with p_rot: P(pre or post) = rotate * p.
         p_rot = 1 - math.sqrt(min(max(1 - self.rotate * p, 0.0), 1.0))
         if self.rotate > 0:
-            geom_on = True
-            theta = (rand() * 2 - 1) * np.pi * self.rotate_max
-            theta = torch.where(rand() < p_rot, theta, torch.zeros_like(theta))
+            theta = (_rand(batch_size) * 2 - 1) * np.pi * self.rotate_max
+            theta = torch.where(_rand(batch_size) < p_rot, theta, torch.zeros_like(theta))
             if debug_percentile is not None:
                 theta = torch.full_like(theta, 1.0) * ((debug_percentile * 2 - 1) * np.pi * self.rotate_max)
             G_inv = G_inv @ _rotate2d(theta.to(_MAT_DTYPE), ones)  # inverse of a rotation by -theta
 
         if self.aniso > 0:
-            geom_on = True
-            s = torch.exp2(randn() * self.aniso_std)
-            s = torch.where(rand() < self.aniso * p, s, torch.ones_like(s))
+            s = torch.exp2(_randn(batch_size) * self.aniso_std)
+            s = torch.where(_rand(batch_size) < self.aniso * p, s, torch.ones_like(s))
             if debug_percentile is not None:
-                s = torch.full_like(s, 1.0) * torch.exp2(erfinv_dp() * self.aniso_std)
+                s = torch.full_like(s, 1.0) * torch.exp2(_erfinv(debug_percentile) * self.aniso_std)
             s = s.to(_MAT_DTYPE)
             G_inv = G_inv @ _scale2d(1 / s, s, ones)
 
         if self.rotate > 0:
-            theta = (rand() * 2 - 1) * np.pi * self.rotate_max
-            theta = torch.where(rand() < p_rot, theta, torch.zeros_like(theta))
+            theta = (_rand(batch_size) * 2 - 1) * np.pi * self.rotate_max
+            theta = torch.where(_rand(batch_size) < p_rot, theta, torch.zeros_like(theta))
             if debug_percentile is not None:
                 theta = torch.zeros_like(theta)
             G_inv = G_inv @ _rotate2d(theta.to(_MAT_DTYPE), ones)
 
         if self.xfrac > 0:
-            geom_on = True
-            t = randn(2) * self.xfrac_std
-            t = torch.where(rand(1) < self.xfrac * p, t, torch.zeros_like(t))
+            t = _randn(batch_size, 2) * self.xfrac_std
+            t = torch.where(_rand(batch_size, 1) < self.xfrac * p, t, torch.zeros_like(t))
             if debug_percentile is not None:
-                t = torch.full_like(t, 1.0) * (erfinv_dp() * self.xfrac_std)
+                t = torch.full_like(t, 1.0) * (_erfinv(debug_percentile) * self.xfrac_std)
             t = t.to(_MAT_DTYPE)
             G_inv = G_inv @ _translate2d(-t[:, 0] * width, -t[:, 1] * height, ones)
+        return G_inv
 
-        if geom_on:
-            images = self._apply_geometry(images, G_inv)
-        device = images.device
-
-        # ------------------------------------------------------------------
-        # Colour transform: C maps homogeneous RGB in -> out.
+    def _color_matrix(self, batch_size, num_channels, p, debug_percentile):
+        """C [N, 4, 4] (float64, host): the drawn colour transforms on homogeneous RGB, in -> out."""
+        ones = torch.ones([batch_size], dtype=_MAT_DTYPE)
         I_4 = torch.eye(4, dtype=_MAT_DTYPE)
         C = I_4.expand(batch_size, 4, 4)
         v = torch.tensor([1, 1, 1, 0], dtype=_MAT_DTYPE) / np.sqrt(3)  # luma axis
         vv = torch.outer(v, v)
 
         if self.brightness > 0:
-            b = randn() * self.brightness_std
-            b = torch.where(rand() < self.brightness * p, b, torch.zeros_like(b))
+            b = _randn(batch_size) * self.brightness_std
+            b = torch.where(_rand(batch_size) < self.brightness * p, b, torch.zeros_like(b))
             if debug_percentile is not None:
-                b = torch.full_like(b, 1.0) * (erfinv_dp() * self.brightness_std)
+                b = torch.full_like(b, 1.0) * (_erfinv(debug_percentile) * self.brightness_std)
             b = b.to(_MAT_DTYPE)
             C = _translate3d(b, b, b, ones) @ C
 
         if self.contrast > 0:
-            c = torch.exp2(randn() * self.contrast_std)
-            c = torch.where(rand() < self.contrast * p, c, torch.ones_like(c))
+            c = torch.exp2(_randn(batch_size) * self.contrast_std)
+            c = torch.where(_rand(batch_size) < self.contrast * p, c, torch.ones_like(c))
             if debug_percentile is not None:
-                c = torch.full_like(c, 1.0) * torch.exp2(erfinv_dp() * self.contrast_std)
+                c = torch.full_like(c, 1.0) * torch.exp2(_erfinv(debug_percentile) * self.contrast_std)
             c = c.to(_MAT_DTYPE)
             C = _scale3d(c, c, c, ones) @ C
 
         if self.lumaflip > 0:
-            i = torch.floor(rand(1, 1) * 2)
-            i = torch.where(rand(1, 1) < self.lumaflip * p, i, torch.zeros_like(i))
+            i = torch.floor(_rand(batch_size, 1, 1) * 2)
+            i = torch.where(_rand(batch_size, 1, 1) < self.lumaflip * p, i, torch.zeros_like(i))
             if debug_percentile is not None:
                 i = torch.full_like(i, torch.floor(debug_percentile * 2))
             C = (I_4 - 2 * vv * i.to(_MAT_DTYPE)) @ C  # Householder reflection
 
         if self.hue > 0 and num_channels > 1:
-            theta = (rand() * 2 - 1) * np.pi * self.hue_max
-            theta = torch.where(rand() < self.hue * p, theta, torch.zeros_like(theta))
+            theta = (_rand(batch_size) * 2 - 1) * np.pi * self.hue_max
+            theta = torch.where(_rand(batch_size) < self.hue * p, theta, torch.zeros_like(theta))
             if debug_percentile is not None:
                 theta = torch.full_like(theta, 1.0) * ((debug_percentile * 2 - 1) * np.pi * self.hue_max)
             C = _rotate3d((1 / np.sqrt(3),) * 3, theta.to(_MAT_DTYPE), ones) @ C  # about the luma axis
 
         if self.saturation > 0 and num_channels > 1:
-            s = torch.exp2(randn(1, 1) * self.saturation_std)
-            s = torch.where(rand(1, 1) < self.saturation * p, s, torch.ones_like(s))
+            s = torch.exp2(_randn(batch_size, 1, 1) * self.saturation_std)
+            s = torch.where(_rand(batch_size, 1, 1) < self.saturation * p, s, torch.ones_like(s))
             if debug_percentile is not None:
-                s = torch.full_like(s, 1.0) * torch.exp2(erfinv_dp() * self.saturation_std)
+                s = torch.full_like(s, 1.0) * torch.exp2(_erfinv(debug_percentile) * self.saturation_std)
             C = (vv + (I_4 - vv) * s.to(_MAT_DTYPE)) @ C
-
-        if color_on:
-            images = self._apply_color(images, host_to_device(C, device))
-
-        # ------------------------------------------------------------------
-        if self.imgfilter > 0:
-            images = self._apply_imgfilter(images, p, debug_percentile)
-
-        if self.noise > 0:
-            sigma = randn(1, 1, 1).abs() * self.noise_std
-            sigma = torch.where(rand(1, 1, 1) < self.noise * p, sigma, torch.zeros_like(sigma))
-            if debug_percentile is not None:
-                sigma = torch.full_like(sigma, 1.0) * (torch.erfinv(debug_percentile) * self.noise_std)
-            # sigma is 0 for untouched samples, which therefore stay bit-identical.
-            sigma = host_to_device(sigma.to(images.dtype), device)
-            images = images + torch.randn_like(images) * sigma
-
-        if self.cutout > 0:
-            size = torch.full([batch_size, 2, 1, 1, 1], self.cutout_size)
-            size = torch.where(rand(1, 1, 1, 1) < self.cutout * p, size, torch.zeros_like(size))
-            center = rand(2, 1, 1, 1)
-            if debug_percentile is not None:
-                size = torch.full_like(size, self.cutout_size)
-                center = torch.full_like(center, 1.0) * debug_percentile
-            size, center = host_to_device(size, device), host_to_device(center, device)
-            coord_x = torch.arange(width, device=device).reshape([1, 1, 1, -1])
-            coord_y = torch.arange(height, device=device).reshape([1, 1, -1, 1])
-            mask_x = ((coord_x + 0.5) / width - center[:, 0]).abs() >= size[:, 0] / 2
-            mask_y = ((coord_y + 0.5) / height - center[:, 1]).abs() >= size[:, 1] / 2
-            mask = torch.logical_or(mask_x, mask_y)
-            images = torch.where(mask, images, torch.zeros_like(images))
-
-        return images
+        return C
 
     # -----------------------------------------------------------------------------------------
+    # Execution
 
     def _apply_geometry(self, images, G_inv):
         """Execute the per-sample geometric transforms ``G_inv`` (output pixel -> input pixel).
@@ -660,6 +637,36 @@ class AugmentPipe(torch.nn.Module):
         # up to rounding).
         return torch.where(touched[:, None, None, None], x, images)
 
+    def _apply_noise(self, images, p, debug_percentile):
+        """Additive Gaussian noise with sigma |N(0, noise_std)| per sample."""
+        batch_size = images.shape[0]
+        device = images.device
+        sigma = _randn(batch_size, 1, 1, 1).abs() * self.noise_std
+        sigma = torch.where(_rand(batch_size, 1, 1, 1) < self.noise * p, sigma, torch.zeros_like(sigma))
+        if debug_percentile is not None:
+            sigma = torch.full_like(sigma, 1.0) * (torch.erfinv(debug_percentile) * self.noise_std)
+        # sigma is 0 for untouched samples, which therefore stay bit-identical.
+        sigma = host_to_device(sigma.to(images.dtype), device)
+        return images + torch.randn_like(images) * sigma
+
+    def _apply_cutout(self, images, p, debug_percentile):
+        """Zero a square of ``cutout_size`` times the image size at a random centre."""
+        batch_size, _, height, width = images.shape
+        device = images.device
+        size = torch.full([batch_size, 2, 1, 1, 1], self.cutout_size)
+        size = torch.where(_rand(batch_size, 1, 1, 1, 1) < self.cutout * p, size, torch.zeros_like(size))
+        center = _rand(batch_size, 2, 1, 1, 1)
+        if debug_percentile is not None:
+            size = torch.full_like(size, self.cutout_size)
+            center = torch.full_like(center, 1.0) * debug_percentile
+        size, center = host_to_device(size, device), host_to_device(center, device)
+        coord_x = torch.arange(width, device=device).reshape([1, 1, 1, -1])
+        coord_y = torch.arange(height, device=device).reshape([1, 1, -1, 1])
+        mask_x = ((coord_x + 0.5) / width - center[:, 0]).abs() >= size[:, 0] / 2
+        mask_y = ((coord_y + 0.5) / height - center[:, 1]).abs() >= size[:, 1] / 2
+        mask = torch.logical_or(mask_x, mask_y)
+        return torch.where(mask, images, torch.zeros_like(images))
+
 
 # ---------------------------------------------------------------------------------------------
 
@@ -697,21 +704,12 @@ class AdaController:
         if not isinstance(p, torch.Tensor) or p.ndim != 0 or not p.is_floating_point():
             raise TypeError("AdaController: pipe must have a scalar floating-point tensor `p` "
                             f"(an AugmentPipe), got {type(pipe).__name__}")
-        if isinstance(target, bool) or not isinstance(target, (int, float, np.integer, np.floating)) \
-                or not -1 <= float(target) <= 1:
-            raise ValueError(f"AdaController: target must be a number in [-1, 1] (E[sign(D(real))]), got {target!r}")
-        if isinstance(interval, bool) or not isinstance(interval, (int, np.integer)) or interval < 1:
-            raise ValueError(f"AdaController: interval must be an int >= 1, got {interval!r}")
-        if isinstance(kimg, bool) or not isinstance(kimg, (int, float, np.integer, np.floating)) \
-                or not (math.isfinite(float(kimg)) and float(kimg) > 0):
-            raise ValueError(f"AdaController: kimg must be a finite number > 0, got {kimg!r}")
-        if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
-            raise ValueError(f"AdaController: batch_size must be an int >= 1 (the global batch), got {batch_size!r}")
         self.pipe = pipe
-        self.target = float(target)
-        self.interval = int(interval)
-        self.kimg = float(kimg)
-        self.batch_size = int(batch_size)
+        # target is E[sign(D(real))]; batch_size is the global batch
+        self.target = check_number("AdaController: target", target, -1, 1)
+        self.interval = check_int("AdaController: interval", interval, minimum=1)
+        self.kimg = check_number("AdaController: kimg", kimg, minimum=0, min_open=True)
+        self.batch_size = check_int("AdaController: batch_size", batch_size, minimum=1)
         self.group = group
         self.rt = None          # r_t of the last update that had data
         self._sum = None        # running sum of sign(logits), float64 tensor on the logits' device

@@ -18,7 +18,9 @@ import re
 import numpy as np
 import torch
 
+from ..checks import check_int
 from ..data.dataset import write_png
+from ..device import resolve_device
 from ..metrics.fid import images_to_uint8
 
 NOISE_MODES = ("const", "none", "random")
@@ -66,12 +68,6 @@ def parse_seeds(seeds):
     return list(dict.fromkeys(out))
 
 
-def _resolve_device(device):
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
 def _load_generator(checkpoint, device, impl):
     if isinstance(checkpoint, torch.nn.Module):
         return checkpoint.to(device).eval(), getattr(checkpoint, "name", type(checkpoint).__name__)
@@ -112,7 +108,8 @@ def generate_images(checkpoint, seeds, outdir, *, truncation_psi=1.0, truncation
     Parameters
     ----------
     checkpoint : path or torch.nn.Module
-        Snapshot file (``retina_fast.gan/1`` format; its ``G_ema`` is used, via
+        Snapshot file (``retina_fast.gan/1`` format, or an NVlabs StyleGAN2-ADA/StyleGAN3 ``.pkl``
+        read by `retina_fast.gan.nvlabs`; its ``G_ema`` is used, via
         ``Generator.from_checkpoint``) or a generator module called as
         ``G(z, c, truncation_psi=, truncation_cutoff=, noise_mode=)`` with attributes z_dim, c_dim
         (moved to `device` and set to eval mode).
@@ -153,9 +150,8 @@ def generate_images(checkpoint, seeds, outdir, *, truncation_psi=1.0, truncation
     seeds = parse_seeds(seeds)
     if noise_mode not in NOISE_MODES:
         raise ValueError(f"noise_mode must be one of {NOISE_MODES}, got {noise_mode!r}")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
-        raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
-    device = _resolve_device(device)
+    batch_size = check_int("batch_size", batch_size, minimum=1)
+    device = resolve_device(device)
     G, source = _load_generator(checkpoint, device, impl)
     from .networks import z_from_seeds
 
@@ -199,21 +195,23 @@ def generate_images(checkpoint, seeds, outdir, *, truncation_psi=1.0, truncation
 
 def add_generate_args(parser):
     """Arguments of `retina-fast generate` (wired by retina_fast/gan/cli.py)."""
+    from retina_fast.cli_types import finite_float, nonnegative_int, positive_int
+
     parser.add_argument("--network", "--checkpoint", dest="network", required=True,
-                        help="snapshot .pt (its G_ema generates)")
+                        help="snapshot .pt or NVlabs network pickle .pkl (its G_ema generates)")
     parser.add_argument("--seeds", required=True, help="seeds and ranges, e.g. '0-99,200'")
     parser.add_argument("--outdir", required=True, help="output folder (seedNNNNNN.png)")
-    parser.add_argument("--trunc", type=float, default=1.0, help="truncation psi (default 1 = none)")
-    parser.add_argument("--trunc-cutoff", type=int, default=None, help="truncate only the first N ws")
+    parser.add_argument("--trunc", type=finite_float, default=1.0, help="truncation psi (default 1 = none)")
+    parser.add_argument("--trunc-cutoff", type=nonnegative_int, default=None, help="truncate only the first N ws")
     parser.add_argument("--noise-mode", default="const", choices=NOISE_MODES,
                         help="const (default: reproducible per seed), none, random")
-    parser.add_argument("--batch", type=int, default=1,
+    parser.add_argument("--batch", type=positive_int, default=1,
                         help="images per forward pass (default 1: files bit-identical per seed; larger is "
                              "faster on a GPU but may change rare pixels by one grey level)")
     parser.add_argument("--device", default="auto", help="cpu, cuda or auto (default)")
     parser.add_argument("--dicom", action="store_true", help="also write DICOM files marked synthetic")
     parser.add_argument("--impl", default=None, choices=["native", "ref"], help="op implementation")
-    parser.add_argument("--class", dest="class_idx", type=int, default=None,
+    parser.add_argument("--class", dest="class_idx", type=nonnegative_int, default=None,
                         help="class of a conditional generator")
     return parser
 

@@ -1,9 +1,15 @@
 """Training snapshots: plain-data dicts written atomically, found again after a crash.
 
-Format (``'format': 'retina_fast.gan/1'``), loadable with ``torch.load(path, weights_only=True)``::
+Format (``'format': 'retina_fast.gan/1'``), loadable with ``torch.load(path, weights_only=True)``
+(`load_snapshot` reads it so, and checks the networks' arguments against their weights)::
 
     {'format', 'G_kwargs', 'D_kwargs', 'G', 'D', 'G_ema', 'opt_G', 'opt_D', 'augment_p', 'ada_stats',
-     'loss', 'cur_nimg', 'cur_tick', 'batch_idx', 'loader', 'rng', 'config', 'fid_history', 'best_fid'}
+     'loss', 'cur_nimg', 'cur_tick', 'batch_idx', 'loader', 'rng', 'config', 'fid_history', 'best_fid',
+     'metric_history'}
+
+A snapshot converted from an NVlabs network pickle (`retina_fast.gan.nvlabs`) holds the networks,
+their kwargs, 'augment_p', 'config' and an 'nvlabs' record only: training from it starts with fresh
+optimisers at kimg 0.
 
 Names are ``snapshot-<kimg, 3 decimals, 10 wide>kimg.pt`` (e.g. ``snapshot-000012.345kimg.pt``), so
 their sort order is their training order. A snapshot is written to a hidden temporary name
@@ -15,10 +21,14 @@ import glob
 import os
 import random
 import re
-import shutil
 
 import numpy as np
 import torch
+
+from retina_fast.checkpoints import load_torch_file
+from retina_fast.fileio import atomic_write
+
+from .architecture import Discriminator, Generator, check_network_kwargs
 
 FORMAT = "retina_fast.gan/1"
 _NAME_RE = re.compile(r"^snapshot-(\d+\.\d{3})kimg\.pt$")
@@ -29,69 +39,42 @@ def snapshot_name(cur_nimg):
     return f"snapshot-{int(cur_nimg) / 1000:010.3f}kimg.pt"
 
 
-def _tmp_name(path):
-    d, base = os.path.split(os.path.abspath(path))
-    return os.path.join(d, f".{base}.tmp{os.getpid()}")
-
-
-def _fsync_dir(d):
-    try:
-        fd = os.open(d, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def save_snapshot(path, data):
-    """Write the snapshot dict `data` to `path` atomically (temporary name, fsync, rename)."""
+    """Write the snapshot dict `data` to `path` atomically (`retina_fast.fileio.atomic_write`)."""
     if data.get("format") != FORMAT:
         raise ValueError(f"snapshot data must have 'format': {FORMAT!r}")
     path = os.path.abspath(os.fspath(path))
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = _tmp_name(path)
-    try:
-        with open(tmp, "wb") as f:
-            torch.save(data, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    _fsync_dir(os.path.dirname(path))
+    with atomic_write(path) as f:
+        torch.save(data, f)
     return path
 
 
-def copy_atomic(src, dst):
-    """Copy file `src` to `dst` through a temporary name and a rename (used for best.pt)."""
-    tmp = _tmp_name(dst)
-    try:
-        shutil.copyfile(src, tmp)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, dst)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    return dst
-
-
 def load_snapshot(path, map_location="cpu"):
-    """Read a snapshot; ValueError naming the file if it is missing, truncated or not ours."""
+    """Read a snapshot (tensors and plain data only) and check its networks' arguments.
+
+    The constructor arguments ``G_kwargs``/``D_kwargs`` are checked against bounds and against the
+    shapes of the stored ``G``, ``G_ema`` and ``D`` weights
+    (`retina_fast.gan.architecture.check_network_kwargs`), so that a network built from them fits its
+    weights and no hostile size is ever allocated.
+
+    Raises
+    ------
+    FileNotFoundError
+        `path` does not exist.
+    ValueError
+        One line naming the file: truncated, corrupt, refused (it holds pickled code), not a
+        ``retina_fast.gan/1`` snapshot, or arguments that do not fit the weights.
+    """
     path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise ValueError(f"snapshot {path!r} does not exist")
-    try:
-        data = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as e:  # noqa: BLE001 (truncated zip, foreign pickle: torch raises many types)
-        raise ValueError(f"snapshot {path!r} cannot be read: {e}") from None
+    data = load_torch_file(path, what="snapshot", map_location=map_location)
     if not isinstance(data, dict) or data.get("format") != FORMAT:
-        raise ValueError(f"snapshot {path!r} is not a {FORMAT} snapshot")
+        found = data.get("format") if isinstance(data, dict) else type(data).__name__
+        raise ValueError(f"snapshot {path!r} is not a {FORMAT} snapshot (format {found!r})")
+    for kwargs_key, cls, keys in (("G_kwargs", Generator, ("G", "G_ema")), ("D_kwargs", Discriminator, ("D",))):
+        if kwargs_key in data:
+            check_network_kwargs(cls, data[kwargs_key], {k: data[k] for k in keys if k in data},
+                                 where=f"snapshot {path!r}", kwargs_name=kwargs_key)
     return data
 
 

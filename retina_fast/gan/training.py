@@ -24,13 +24,14 @@ Resume: ``resume=`` a snapshot file or a run folder (its newest complete snapsho
 G_ema, both optimisers, ADA p and its pending statistics, the path-length mean, the counters, the
 FID history, every process's RNG states (torch, CUDA, numpy, python) and the data loader's epoch
 and position, so that in deterministic mode a killed-and-resumed run repeats the uninterrupted one
-exactly (same world size and device).
+exactly (same world size and device). An NVlabs network pickle (``.pkl``, `retina_fast.gan.nvlabs`) or
+its conversion holds weights only: ``resume=`` it starts from its G, D, G_ema and ADA p with fresh
+optimisers and counters.
 """
 import contextlib
 import copy
 import dataclasses
 import json
-import math
 import os
 import sys
 import time
@@ -39,6 +40,10 @@ from typing import Any
 
 import numpy as np
 import torch
+
+from retina_fast.checks import check_int, check_number
+from retina_fast.device import resolve_device
+from retina_fast.fileio import copy_atomic, write_text_atomic
 
 from . import snapshot as snap
 from .loss import StyleGAN2Loss
@@ -103,6 +108,19 @@ class TrainConfig:
         FID feature extractor: a local Inception-v3 file (`retina_fast.metrics.inception.load_inception`),
         any extractor module, or None for `InceptionV3FID` with RANDOM weights (the FID curve says so;
         its values are only comparable within the run).
+    metrics : str or sequence of str
+        Metrics at each FID tick, from the same feature pass (`retina_fast.metrics.evaluate`):
+        'fid' (always computed: it picks best.pt), 'kid', 'pr' (precision, recall), 'dc' (density,
+        coverage); e.g. ``"fid,kid,pr"``. The others go into ``fid.csv``/``fid.png`` beside FID.
+    realism_every, realism_images : int or None, int or None
+        Ticks between realism audits (None: with FID, 0: never) of `realism_images` (None:
+        min(64, fid_images), at least 2) generated images (seeds 0..N-1) against as many training
+        images (measured once, cached in ``fid-cache/``), by `retina_fast.audit.realism.RealismMonitor`;
+        the share passing prepare's checks and the Cohen's d of vessel fraction and SNR go into
+        ``fid.csv``/``fid.png`` (a d that cannot be measured is an empty cell).
+    max_minutes : float or None
+        Stop cleanly (final snapshot, grid, metrics) at the first tick after this many minutes of
+        this process's run, even before `kimg`.
     resume : path or None
         Continue a run exactly from a snapshot file or a run folder's newest complete snapshot.
     init : path or None
@@ -127,6 +145,12 @@ class TrainConfig:
         Keep only the newest `keep` snapshots (best.pt is separate); None keeps all.
     progress : bool
         tqdm bar over kimg on stderr.
+    cond : bool
+        Class-conditional training on the labels of ``dataset.json`` (0 normal, 1 ERM from
+        `retina-fast prepare`), as StyleGAN2-ADA's ``--cond``: one-hot labels embedded in G's
+        mapping network and a projection discriminator, ``c_dim = max label + 1``; generated labels
+        are drawn from the training set's labels, so classes come in their dataset proportions. A
+        resumed or fine-tuned conditional snapshot stays conditional whatever this says.
     """
     data: str
     outdir: str
@@ -149,7 +173,11 @@ class TrainConfig:
     fid_every: int | None = None
     fid_images: int = 50000
     fid_real_images: int | None = None
+    realism_every: int | None = None
+    realism_images: int | None = None
+    max_minutes: float | None = None
     inception: Any = None
+    metrics: Any = ("fid",)
     resume: str | None = None
     init: str | None = None
     freeze_d: int = 0
@@ -162,6 +190,7 @@ class TrainConfig:
     tensorboard: bool = True
     keep: int | None = None
     progress: bool = True
+    cond: bool = False
     # StyleGAN2-ADA constants, exposed for experiments:
     style_mixing: float = 0.9
     pl_weight: float = 2.0
@@ -184,6 +213,7 @@ class TrainConfig:
 
 
 def _check_config(cfg):
+    """`cfg` checked (each bad option named), with numpy numbers made Python numbers."""
     from .networks import PRESETS
 
     if not isinstance(cfg, TrainConfig):
@@ -194,29 +224,21 @@ def _check_config(cfg):
         raise ValueError(f"augment must be one of {AUGMENT_MODES}, got {cfg.augment!r}")
     if cfg.loader not in LOADER_BACKENDS:
         raise ValueError(f"loader must be one of {LOADER_BACKENDS}, got {cfg.loader!r}")
-    for name in ("kimg", "lr", "tick", "ada_kimg"):
-        v = getattr(cfg, name)
-        if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
-            raise ValueError(f"{name} must be a finite number > 0, got {v!r}")
-    for name in ("batch", "batch_gpu", "keep"):
-        v = getattr(cfg, name)
-        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
-            raise ValueError(f"{name} must be None or an integer >= 1, got {v!r}")
-    for name in ("snap", "freeze_d", "seed", "workers", "G_reg_interval", "D_reg_interval", "ada_interval",
-                 "fid_images"):
-        v = getattr(cfg, name)
-        if isinstance(v, bool) or not isinstance(v, int) or v < 0:
-            raise ValueError(f"{name} must be an integer >= 0, got {v!r}")
-    for name in ("image_snap", "fid_every", "fid_real_images"):
-        v = getattr(cfg, name)
-        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 0):
-            raise ValueError(f"{name} must be None or an integer >= 0, got {v!r}")
-    if cfg.ada_interval < 1:
-        raise ValueError(f"ada_interval must be >= 1, got {cfg.ada_interval}")
-    if not 0 <= cfg.p <= 1:
-        raise ValueError(f"p must be in [0, 1], got {cfg.p!r}")
-    if cfg.gamma is not None and not (math.isfinite(cfg.gamma) and cfg.gamma >= 0):
-        raise ValueError(f"gamma must be None or a finite number >= 0, got {cfg.gamma!r}")
+    checked = {name: check_number(name, getattr(cfg, name), minimum=0, min_open=True)
+               for name in ("kimg", "lr", "tick", "ada_kimg")}
+    checked.update((name, check_int(name, getattr(cfg, name), minimum=1, allow_none=True))
+                   for name in ("batch", "batch_gpu", "keep"))
+    checked.update((name, check_int(name, getattr(cfg, name), minimum=0))
+                   for name in ("snap", "freeze_d", "seed", "workers", "G_reg_interval", "D_reg_interval",
+                                "fid_images"))
+    checked["ada_interval"] = check_int("ada_interval", cfg.ada_interval, minimum=1)
+    checked.update((name, check_int(name, getattr(cfg, name), minimum=0, allow_none=True))
+                   for name in ("image_snap", "fid_every", "fid_real_images", "realism_every"))
+    checked["realism_images"] = check_int("realism_images", cfg.realism_images, minimum=2, allow_none=True)
+    checked["max_minutes"] = check_number("max_minutes", cfg.max_minutes, minimum=0, min_open=True,
+                                          allow_none=True)
+    checked["p"] = check_number("p", cfg.p, minimum=0, maximum=1)
+    checked["gamma"] = check_number("gamma", cfg.gamma, minimum=0, allow_none=True)
     if cfg.impl not in (None, "native", "ref"):
         raise ValueError(f"impl must be None, 'native' or 'ref', got {cfg.impl!r}")
     if not os.path.exists(os.fspath(cfg.data)):
@@ -227,6 +249,12 @@ def _check_config(cfg):
             raise ValueError(f"{name} {os.fspath(v)!r} does not exist")
     if isinstance(cfg.inception, (str, os.PathLike)) and not os.path.isfile(os.fspath(cfg.inception)):
         raise ValueError(f"inception file {os.fspath(cfg.inception)!r} does not exist")
+    from retina_fast.metrics.evaluate import parse_metrics
+    parse_metrics(cfg.metrics, name="metrics")
+    # Python numbers stay as given; numpy ones become Python's (training_options.json is JSON).
+    numpy_numbers = {name: v for name, v in checked.items()
+                     if getattr(cfg, name) is not None and not isinstance(getattr(cfg, name), (int, float))}
+    return dataclasses.replace(cfg, **numpy_numbers) if numpy_numbers else cfg
 
 
 # ---------------------------------------------------------------------------------------------
@@ -262,13 +290,25 @@ class Trainer:
     augment_pipe : AugmentPipe or None
     ada : AdaController or None
         Its `update` is called every `ada_interval` iterations.
+    class_labels : sequence of int or None
+        For a conditional G (``G.c_dim > 0``): the training set's labels, from which the labels of
+        generated images are drawn uniformly (StyleGAN2-ADA's sampling, so classes come in their
+        dataset proportions). Required when G is conditional.
     """
 
     def __init__(self, G, D, *, batch, batch_gpu=None, lr=0.002, gamma=10.0, ema_kimg=10.0, ema_rampup=None,
                  augment_pipe=None, ada=None, ada_interval=4, style_mixing=0.9, pl_weight=2.0,
                  pl_batch_shrink=2, pl_decay=0.01, G_reg_interval=4, D_reg_interval=16, device="cpu",
-                 rank=0, world_size=1):
+                 rank=0, world_size=1, class_labels=None):
         self.device = torch.device(device)
+        self.c_dim = int(getattr(G, "c_dim", 0))
+        self.class_labels = None
+        if self.c_dim > 0:
+            labels = torch.as_tensor(list(class_labels if class_labels is not None else []), dtype=torch.int64)
+            if labels.numel() == 0 or int(labels.min()) < 0 or int(labels.max()) >= self.c_dim:
+                raise ValueError(f"G is conditional (c_dim={self.c_dim}): class_labels must be the training "
+                                 f"set's labels in [0, {self.c_dim - 1}]")
+            self.class_labels = labels
         self.rank, self.world_size = int(rank), int(world_size)
         if batch % world_size:
             raise ValueError(f"batch {batch} is not divisible by the number of processes {world_size}")
@@ -317,8 +357,21 @@ class Trainer:
                 group["lr"] = self.lr * mb_ratio
                 group["betas"] = (0 ** mb_ratio, 0.99 ** mb_ratio)
 
-    def step(self, real_img):
+    def one_hot(self, labels):
+        """float32 one-hot [N, c_dim] on the device for int labels [N] (None for an unconditional G)."""
+        if self.c_dim == 0:
+            return None
+        labels = torch.as_tensor(labels, dtype=torch.int64).to(self.device)
+        if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= self.c_dim):
+            raise ValueError(f"labels must be in [0, {self.c_dim - 1}] for this conditional G; got "
+                             f"{sorted(set(labels.tolist()))}")
+        return torch.nn.functional.one_hot(labels, self.c_dim).to(torch.float32)
+
+    def step(self, real_img, real_labels=None):
         """One iteration on this process's real images [batch_local, C, R, R] in [-1, 1].
+
+        For a conditional G, `real_labels` are the images' int labels [batch_local]; the generated
+        images' labels are drawn from `class_labels` (global torch RNG, after the latents).
 
         Returns a dict name -> scalar tensor (detached, on the device) of the losses computed in
         this iteration (see `StyleGAN2Loss.accumulate_gradients`), plus 'ada_rt' when ADA updated.
@@ -329,15 +382,22 @@ class Trainer:
         rounds = real_img.split(self.batch_gpu)
         all_z = torch.randn([len(self.phases) * self.batch_local, self.G.z_dim], device=self.device)
         all_z = [z.split(self.batch_gpu) for z in all_z.split(self.batch_local)]
+        real_cs, all_c = [None] * len(rounds), [[None] * len(rounds)] * len(self.phases)
+        if self.c_dim > 0:
+            if real_labels is None:
+                raise ValueError(f"G is conditional (c_dim={self.c_dim}): pass real_labels")
+            real_cs = self.one_hot(real_labels).split(self.batch_gpu)
+            pick = torch.randint(len(self.class_labels), [len(self.phases) * self.batch_local])
+            all_c = [c.split(self.batch_gpu) for c in self.one_hot(self.class_labels[pick]).split(self.batch_local)]
         terms = {}
-        for (name, params, opt, interval), phase_z in zip(self.phases, all_z):
+        for (name, params, opt, interval), phase_z, phase_c in zip(self.phases, all_z, all_c):
             if self.batch_idx % interval != 0:
                 continue
             opt.zero_grad(set_to_none=True)
             for p in params:
                 p.requires_grad_(True)
-            for real, z in zip(rounds, phase_z):
-                out = self.loss.accumulate_gradients(name, real, None, z, None, gain=interval)
+            for real, real_c, z, c in zip(rounds, real_cs, phase_z, phase_c):
+                out = self.loss.accumulate_gradients(name, real, real_c, z, c, gain=interval)
                 for k, v in out.items():
                     terms.setdefault(k, []).append(v)
             for p in params:
@@ -450,7 +510,7 @@ class _Batches:
                 self.epoch, self.position = self.epoch + 1, 0
                 continue
             self.position += 1
-            return batch[0]
+            return batch
 
     def state_dict(self):
         return {"epoch": self.epoch, "position": self.position}
@@ -478,23 +538,58 @@ def save_image_grid(images, path, grid):
 
 
 def _generate_grid(G_ema, grid, batch, device):
+    """The grid's images (fixed seeds); a conditional G shows class ``row % c_dim`` on each row."""
     from .networks import z_from_seeds
 
-    z = z_from_seeds(range(grid[0] * grid[1]), G_ema.z_dim, device=device)
+    n = grid[0] * grid[1]
+    z = z_from_seeds(range(n), G_ema.z_dim, device=device)
+    c = [None] * len(z.split(batch))
+    if G_ema.c_dim > 0:
+        rows = (torch.arange(n, device=device) // grid[0]) % G_ema.c_dim
+        c = torch.nn.functional.one_hot(rows, G_ema.c_dim).to(torch.float32).split(batch)
     with torch.no_grad():
-        return torch.cat([G_ema(zz, None, noise_mode="const").cpu() for zz in z.split(batch)])
+        return torch.cat([G_ema(zz, cc, noise_mode="const").cpu() for zz, cc in zip(z.split(batch), c)])
 
 
-def write_fid_curve(history, csv_path, png_path, extractor_label):
-    """Write the FID-vs-kimg curve as CSV (kimg, fid, extractor) and a PNG plot (atomic writes)."""
-    from retina_fast.data.dataset import write_text_atomic
+def write_fid_curve(history, csv_path, png_path, extractor_label, metric_history=None):
+    """Write the FID-vs-kimg curve as CSV (kimg, fid, extractor) and a PNG plot (atomic writes).
 
-    lines = ["kimg,fid,extractor"] + [f"{k:.3f},{f:.6f},{json.dumps(extractor_label)}" for k, f in history]
+    `metric_history` ([kimg, {column: value}] per evaluation, e.g. kid, precision, recall) adds
+    columns between fid and extractor (empty where a point lacks one) and panels to the plot.
+    """
+    from retina_fast.metrics.evaluate import METRICS
+    from retina_fast.report.plots import pyplot, save_figure
+
+    by_nimg = {round(k * 1000): v for k, v in (metric_history or [])}
+    present = set().union(*by_nimg.values()) if by_nimg else set()
+    extra = [c for cols in METRICS.values() for c in cols if c in present and c != "fid"]
+    realism = ["realism_pass", "realism_vessel_d", "realism_snr_d"]  # all three, or none: a NaN d is left empty
+    realism = realism if present & set(realism) else []
+    extra += realism
+    fids = {round(k * 1000): f for k, f in history}
+    header = ",".join(["kimg", "fid", *extra, "extractor"])
+    # a realism audit may fall on a tick without FID: its row has an empty fid
+    lines = [header] + [",".join([f"{n / 1000:.3f}", f"{fids[n]:.6f}" if n in fids else "",
+                                  *(f"{by_nimg.get(n, {})[c]:.6g}" if c in by_nimg.get(n, {}) else ""
+                                    for c in extra),
+                                  json.dumps(extractor_label)]) for n in sorted(set(fids) | set(by_nimg))]
     write_text_atomic(csv_path, "\n".join(lines) + "\n")
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
+    plt = pyplot()
+    panels = [["kid"]] if "kid" in extra else []
+    fractions = [c for c in extra if c != "kid" and c not in realism]
+    panels += [fractions] if fractions else []
+    panels += [realism] if realism else []
+    fig, axes = plt.subplots(1, 1 + len(panels), figsize=(6 + 5 * len(panels), 4), dpi=100, squeeze=False)
+    ax = axes[0, 0]
+    for pax, cols in zip(axes[0, 1:], panels):
+        for c in cols:
+            pts = sorted((n / 1000, v[c]) for n, v in by_nimg.items() if c in v)
+            if pts:  # a realism d may have no measurable point yet
+                pax.plot(*zip(*pts), "o-", label=c)
+        pax.set_xlabel("kimg")
+        pax.set_ylabel("KID vs training set" if cols == ["kid"] else
+                       "realism: share passing, Cohen's d" if cols == realism else "vs training set")
+        pax.legend()
     if history:
         k, f = zip(*history)
         ax.plot(k, f, "o-")
@@ -505,22 +600,14 @@ def write_fid_curve(history, csv_path, png_path, extractor_label):
     ax.set_ylabel("FID vs training set")
     ax.set_title(f"FID curve ({extractor_label})", fontsize=8)
     fig.tight_layout()
-    d, base = os.path.split(os.path.abspath(png_path))
-    tmp = os.path.join(d, f".{base}.tmp{os.getpid()}.png")
-    try:
-        fig.savefig(tmp)
-        os.replace(tmp, png_path)
-    finally:
-        plt.close(fig)
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    save_figure(fig, png_path, dpi=100)
     return csv_path, png_path
 
 
 RANDOM_LABEL = "InceptionV3FID RANDOM weights, resize {}: FID only comparable within this run"
 
 
-def _extractor_label(inception):
+def extractor_label(inception):
     """How the FID curve names its feature extractor (random weights are said so)."""
     from retina_fast.metrics.inception import InceptionV3FID
 
@@ -545,7 +632,7 @@ def _make_extractor(inception, device):
         net = load_inception(os.fspath(inception), device=device)
     else:
         net = inception
-    return net, _extractor_label(inception)
+    return net, extractor_label(inception)
 
 
 def _image_size(source):
@@ -554,18 +641,20 @@ def _image_size(source):
     return read_image(source, list_source(source)[0][0]).shape[:2]
 
 
-def _real_stats(cfg, extractor, resolution, batch, device, cache_dir):
-    """Reference statistics of the training set at the generator's resolution."""
+def _real_stats(cfg, extractor, resolution, batch, device, cache_dir, keep_features=False):
+    """Reference statistics of the training set at the generator's resolution (with its features
+    for KID and precision/recall when `keep_features`)."""
     from retina_fast.data.loaders import make_loader
     from retina_fast.metrics.fid import compute_stats, dataset_stats
 
     if _image_size(cfg.data) == (resolution, resolution):
         return dataset_stats(cfg.data, extractor, max_items=cfg.fid_real_images, batch_size=batch,
-                             device=device, cache_dir=cache_dir)
+                             device=device, cache_dir=cache_dir, keep_features=keep_features)
     # Stored at another size: measure the images as G learns them (the loader's resize, no flips).
     loader = make_loader(cfg.data, batch_size=batch, resolution=resolution, device="cpu")
     batches = (((x + 1) * 127.5).round().clamp(0, 255).to(torch.uint8) for x, _ in loader)
-    return compute_stats(batches, extractor, device=device, max_items=cfg.fid_real_images)
+    return compute_stats(batches, extractor, device=device, max_items=cfg.fid_real_images,
+                         keep_features=keep_features)
 
 
 def _distributed_env():
@@ -575,18 +664,13 @@ def _distributed_env():
     return world, rank, local
 
 
-def _resolve_device(device, local_rank, world):
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    dev = torch.device(device)
+def _process_device(device, local_rank, world):
+    """`resolve_device`, then one GPU per process: 'cuda' means GPU `local_rank` under DDP."""
+    dev = resolve_device(device)
     if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ValueError(f"device={device!r} asked for, but torch sees no CUDA GPU")
         if dev.index is None:
             dev = torch.device("cuda", local_rank if world > 1 else torch.cuda.current_device())
         torch.cuda.set_device(dev)
-    elif dev.type != "cpu":
-        raise ValueError(f"device must be 'auto', 'cpu' or 'cuda[:k]', got {device!r}")
     return dev
 
 
@@ -609,6 +693,7 @@ class TrainResult:
     best: str | None = None
     best_fid: float | None = None
     fid_history: list = field(default_factory=list)
+    metric_history: list = field(default_factory=list)
     fid_csv: str | None = None
     fid_png: str | None = None
     grids: list = field(default_factory=list)
@@ -618,7 +703,45 @@ class TrainResult:
     rank: int = 0
 
 
-def _build_networks(cfg, source, batch_gpu):
+def class_labels_for(data, c_dim=None, *, name="data"):
+    """The labels of a dataset for conditional training, checked: list of int, one per image.
+
+    Parameters
+    ----------
+    data : path
+        Dataset folder or .zip whose ``dataset.json`` labels every image.
+    c_dim : int or None
+        The network's label dimensionality, when it is fixed already (resume, fine-tuning):
+        every label must be below it. None: at least two classes must be present.
+    name : str
+        Argument name used in error messages.
+
+    Raises
+    ------
+    ValueError
+        No labels, an unlabelled image, a single class, or a label the network cannot take.
+    """
+    from retina_fast.data.dataset import list_images
+
+    items = list_images(data)
+    unlabelled = [n for n, lab in items if lab is None]
+    if not items or len(unlabelled) == len(items):
+        raise ValueError(f"conditional training (--cond) needs class labels: {name} {os.fspath(data)!r} has no "
+                         "dataset.json labels (a `retina-fast prepare` dataset has them)")
+    if unlabelled:
+        raise ValueError(f"conditional training (--cond): {len(unlabelled)} image(s) of {name} "
+                         f"{os.fspath(data)!r} have no label, e.g. {unlabelled[0]}")
+    labels = [lab for _, lab in items]
+    if c_dim is None and len(set(labels)) < 2:
+        raise ValueError(f"conditional training (--cond) needs at least two classes; {name} "
+                         f"{os.fspath(data)!r} has only class {labels[0]}")
+    if c_dim is not None and max(labels) >= c_dim:
+        raise ValueError(f"{name} {os.fspath(data)!r} has label {max(labels)}, but the network takes "
+                         f"c_dim={c_dim} classes")
+    return labels
+
+
+def _build_networks(cfg, source, batch_gpu, c_dim=0):
     """(G, D) for the run: from a snapshot's kwargs (resume/init) or from the preset."""
     from .networks import PRESETS, Discriminator, Generator, make_networks
 
@@ -627,7 +750,7 @@ def _build_networks(cfg, source, batch_gpu):
         d_kw = dict(source["D_kwargs"], impl=cfg.impl)
     else:
         mbstd = min(PRESETS[cfg.preset]["mbstd_group"], batch_gpu)
-        G, D = make_networks(cfg.preset, impl=cfg.impl, mbstd_group=mbstd)
+        G, D = make_networks(cfg.preset, c_dim=c_dim, impl=cfg.impl, mbstd_group=mbstd)
         g_kw, d_kw = dict(G.init_kwargs), dict(D.init_kwargs)
     if cfg.freeze_d:
         d_kw["block_kwargs"] = dict(d_kw.get("block_kwargs") or {}, freeze_layers=int(cfg.freeze_d))
@@ -653,11 +776,9 @@ def train(cfg):
         A loss became NaN/inf: the message names the loss and the kimg; snapshots already
         written (the last good one included) are kept.
     """
-    _check_config(cfg)
-    from .networks import PRESETS
-
+    cfg = _check_config(cfg)
     world, rank, local_rank = _distributed_env()
-    device = _resolve_device(cfg.device, local_rank, world)
+    device = _process_device(cfg.device, local_rank, world)
     if cfg.loader == "dali" and device.type != "cuda":
         raise ValueError("loader='dali' is for CUDA devices; use loader='torch' on the CPU")
     own_pg = False
@@ -676,7 +797,7 @@ def train(cfg):
             torch.backends.cudnn.benchmark = True
         torch.backends.cuda.matmul.allow_tf32 = cfg.allow_tf32
         torch.backends.cudnn.allow_tf32 = cfg.allow_tf32
-        return _train(cfg, device, rank, world, PRESETS)
+        return _train(cfg, device, rank, world)
     finally:
         torch.use_deterministic_algorithms(saved_flags[0], warn_only=saved_flags[1])
         (torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic,
@@ -685,24 +806,141 @@ def train(cfg):
             torch.distributed.destroy_process_group()
 
 
-def _train(cfg, device, rank, world, PRESETS):
+def _train(cfg, device, rank, world):
+    """The run on this process, step by step (StyleGAN2-ADA's ``training_loop`` order)."""
     start_time = time.time()
-    seed = cfg.seed * world + rank
+    seed = _seed_process(cfg.seed, rank, world)
+    sources = _read_sources(cfg)
+    hp = _resolve_hyperparameters(cfg, sources.resume, world)
+    class_labels, c_dim = _resolve_classes(cfg, sources)
+    hp["cond"] = c_dim > 0
+    trainer, loader, ada = _build_trainer(cfg, hp, sources, class_labels, c_dim, seed, device, rank, world)
+    run = _Run(cfg=cfg, device=device, rank=rank, world=world, hp=hp, sources=sources, trainer=trainer,
+               ada=ada, batches=_Batches(loader, device), class_labels=class_labels, start_time=start_time)
+    _restore(run, loader)
+    if world > 1:
+        _broadcast_networks(trainer)
+    _open_outputs(run)
+    if sources.resume is not None and trainer.cur_nimg >= run.total_nimg:
+        if rank == 0:
+            print(f"{sources.resume_path} is at {trainer.cur_nimg / 1000:.3f} kimg, already >= kimg {cfg.kimg}: "
+                  "nothing to do")
+        run.close_outputs()
+        run.result.last_snapshot = sources.resume_path
+        return run.result
+    try:
+        _training_loop(run)
+    finally:
+        run.close_outputs()
+    return _final_result(run)
+
+
+# ---------------------------------------------------------------------------------------------
+# Steps of the run, in order
+
+
+@dataclass
+class _Sources:
+    """Where a run starts: a snapshot to continue exactly (`resume`), weights to start from
+    (`init`: a snapshot or an NVlabs pickle, fresh optimisers and counters), or neither."""
+    resume_path: str | None = None
+    resume: dict | None = None
+    init_path: str | None = None
+    init: dict | None = None
+
+    @property
+    def networks(self):
+        """The snapshot whose networks the run takes (resume, else init), or None."""
+        return self.resume if self.resume is not None else self.init
+
+
+@dataclass
+class _Run:
+    """What the steps of one run share: its setup, counters, histories and open outputs."""
+    cfg: TrainConfig
+    device: torch.device
+    rank: int
+    world: int
+    hp: dict                # the resolved options (training_options.json, snapshots' ``config``)
+    sources: _Sources
+    trainer: Trainer
+    ada: Any
+    batches: _Batches
+    class_labels: list | None
+    start_time: float
+    cur_tick: int = 0
+    fid_history: list = field(default_factory=list)     # [kimg, fid]
+    metric_history: list = field(default_factory=list)  # [kimg, {column: value}] of the metrics beside FID
+    best_fid: float | None = None
+    outdir: str = ""
+    result: TrainResult | None = None
+    grid: tuple = (0, 0)
+    image_snap: int = 0
+    fid_every: int = 0
+    realism_every: int = 0
+    extra_metrics: tuple = ()
+    total_nimg: int = 0
+    realism: Any = None     # retina_fast.audit.realism.RealismMonitor, made at the first audit
+    extractor: Any = None
+    fid_label: str | None = None
+    real_stats: Any = None  # the training set's FID statistics, measured at the first FID
+    stats_jsonl: Any = None
+    tb: Any = None
+    bar: Any = None
+    tick_start_nimg: int = 0
+    tick_start_time: float = 0.0
+    maintenance_time: float = 0.0
+    tick_steps: list = field(default_factory=list)  # (cur_nimg, losses) of each step of this tick
+
+    def log(self, line):
+        if self.bar is not None:
+            self.bar.write(line, file=sys.stdout)
+        else:
+            print(line)
+
+    def close_outputs(self):
+        for handle in (self.bar, self.stats_jsonl, self.tb):
+            if handle is not None:
+                handle.close()
+
+
+def _seed_process(seed, rank, world):
+    """Seed every global RNG of this process with ``seed * world + rank``; returns that seed."""
+    import random
+
+    seed = seed * world + rank
     np.random.seed(seed)
     torch.manual_seed(seed)
-    import random
     random.seed(seed)
+    return seed
+
+
+def _read_sources(cfg):
+    """Read ``cfg.resume`` / ``cfg.init`` (an outdir that holds a run needs ``resume``)."""
+    from .nvlabs import is_network_pickle, read_snapshot
 
     resume_path, resume = (None, None)
-    if cfg.resume is not None:
+    init_path = cfg.init
+    if cfg.resume is not None and not is_network_pickle(cfg.resume):
         resume_path, resume = snap.resolve_resume(cfg.resume)
-    elif os.path.isdir(os.fspath(cfg.outdir)) and snap.list_snapshots(os.fspath(cfg.outdir)):
+        if "opt_G" not in resume:   # converted from an NVlabs pickle: weights only, as below
+            init_path, resume_path, resume = resume_path, None, None
+    elif cfg.resume is not None:
+        # An NVlabs pickle holds G, D, G_ema and ADA p only: start from them with fresh optimisers
+        # and counters (as NVlabs' own --resume).
+        init_path = cfg.resume
+    if resume is None and os.path.isdir(os.fspath(cfg.outdir)) and snap.list_snapshots(os.fspath(cfg.outdir)):
         raise ValueError(f"outdir {os.fspath(cfg.outdir)!r} already holds snapshots of a run: pass resume= (--resume) "
                          "to continue it, or choose another outdir")
-    init = snap.load_snapshot(cfg.init) if (cfg.init is not None and resume is None) else None
-    source = resume if resume is not None else init
+    init = read_snapshot(init_path) if (init_path is not None and resume is None) else None
+    return _Sources(resume_path, resume, init_path, init)
 
-    # Hyper-parameters: explicit options, else the resumed run's, else the preset's.
+
+def _resolve_hyperparameters(cfg, resume, world):
+    """The run's options (``cfg.as_dict()`` completed): explicit options, else the resumed run's,
+    else the preset's; with ``batch_gpu`` and ``world_size``."""
+    from .networks import PRESETS
+
     prev = (resume or {}).get("config", {})
     preset = prev.get("preset", cfg.preset) if resume is not None else cfg.preset
     spec = PRESETS[preset]
@@ -713,256 +951,371 @@ def _train(cfg, device, rank, world, PRESETS):
     if batch % world:
         raise ValueError(f"batch {batch} is not divisible by the number of processes {world}")
     batch_gpu = cfg.batch_gpu or batch // world
-    resolved = dict(cfg.as_dict(), preset=preset, batch=batch, batch_gpu=batch_gpu, gamma=gamma,
-                    ema_kimg=ema_kimg, ema_rampup=ema_rampup, world_size=world)
+    return dict(cfg.as_dict(), preset=preset, batch=batch, batch_gpu=batch_gpu, gamma=gamma,
+                ema_kimg=ema_kimg, ema_rampup=ema_rampup, world_size=world)
 
-    G, D = _build_networks(cfg, source, batch_gpu)
-    from retina_fast.data.loaders import make_loader
+
+def _resolve_classes(cfg, sources):
+    """(class_labels or None, c_dim): a snapshot's networks decide; a fresh run follows ``cfg.cond``."""
+    source = sources.networks
+    source_c_dim = int((source or {}).get("G_kwargs", {}).get("c_dim", 0) or 0)
+    if source is not None and cfg.cond and source_c_dim == 0:
+        raise ValueError(f"cond: {cfg.resume or cfg.init} holds an unconditional generator; conditional training "
+                         "must start from scratch or from a conditional snapshot")
+    class_labels = None
+    if source_c_dim or cfg.cond:
+        class_labels = class_labels_for(cfg.data, source_c_dim or None)
+    return class_labels, source_c_dim or (max(class_labels) + 1 if class_labels else 0)
+
+
+def _make_augment(cfg, batch, device):
+    """(AugmentPipe, AdaController) for ``cfg.augment``: (None, None) for 'noaug', no controller
+    for 'fixed'."""
+    if cfg.augment == "noaug":
+        return None, None
+    from .augment import AUGPIPE_SPECS, AdaController, AugmentPipe
+
+    if cfg.augpipe not in AUGPIPE_SPECS:
+        raise ValueError(f"augpipe must be one of {list(AUGPIPE_SPECS)}, got {cfg.augpipe!r}")
+    augment_pipe = AugmentPipe(**AUGPIPE_SPECS[cfg.augpipe]).train().requires_grad_(False).to(device)
+    augment_pipe.p.fill_(float(cfg.p))
+    ada = None
+    if cfg.augment == "ada":
+        ada = AdaController(augment_pipe, target=cfg.ada_target, interval=cfg.ada_interval, kimg=cfg.ada_kimg,
+                            batch_size=batch)
+    return augment_pipe, ada
+
+
+def _build_trainer(cfg, hp, sources, class_labels, c_dim, seed, device, rank, world):
+    """(Trainer, data loader, AdaController or None): networks, data and augmentation of the run."""
+    from retina_fast.data.loaders import check_images, make_loader
+
+    batch, batch_gpu = hp["batch"], hp["batch_gpu"]
+    G, D = _build_networks(cfg, sources.networks, batch_gpu, c_dim=c_dim)
     loader = make_loader(cfg.data, backend=cfg.loader, batch_size=batch // world, resolution=G.img_resolution,
                          xflip=cfg.mirror, shuffle=True, seed=seed, drop_last=True, num_workers=cfg.workers,
                          device=device)
     if len(loader) == 0:
         raise ValueError(f"data {cfg.data!r} has {len(loader.names)} images, fewer than the per-process "
                          f"batch {batch // world}")
-
-    augment_pipe = ada = None
-    if cfg.augment != "noaug":
-        from .augment import AUGPIPE_SPECS, AdaController, AugmentPipe
-        if cfg.augpipe not in AUGPIPE_SPECS:
-            raise ValueError(f"augpipe must be one of {list(AUGPIPE_SPECS)}, got {cfg.augpipe!r}")
-        augment_pipe = AugmentPipe(**AUGPIPE_SPECS[cfg.augpipe]).train().requires_grad_(False).to(device)
-        augment_pipe.p.fill_(float(cfg.p))
-        if cfg.augment == "ada":
-            ada = AdaController(augment_pipe, target=cfg.ada_target, interval=cfg.ada_interval, kimg=cfg.ada_kimg,
-                                batch_size=batch)
-
-    trainer = Trainer(G, D, batch=batch, batch_gpu=batch_gpu, lr=cfg.lr, gamma=gamma, ema_kimg=ema_kimg,
-                      ema_rampup=ema_rampup, augment_pipe=augment_pipe, ada=ada, ada_interval=cfg.ada_interval,
+    check_images(cfg.data)   # a truncated image stops the run here, before it has written anything
+    augment_pipe, ada = _make_augment(cfg, batch, device)
+    trainer = Trainer(G, D, batch=batch, batch_gpu=batch_gpu, lr=cfg.lr, gamma=hp["gamma"], ema_kimg=hp["ema_kimg"],
+                      ema_rampup=hp["ema_rampup"], augment_pipe=augment_pipe, ada=ada, ada_interval=cfg.ada_interval,
                       style_mixing=cfg.style_mixing, pl_weight=cfg.pl_weight, pl_batch_shrink=cfg.pl_batch_shrink,
                       pl_decay=cfg.pl_decay, G_reg_interval=cfg.G_reg_interval, D_reg_interval=cfg.D_reg_interval,
-                      device=device, rank=rank, world_size=world)
+                      device=device, rank=rank, world_size=world, class_labels=class_labels)
+    return trainer, loader, ada
 
-    cur_tick, fid_history, best_fid = 0, [], None
-    batches = _Batches(loader, device)
+
+def _restore(run, loader):
+    """Continue the resumed snapshot exactly (state, counters, histories, loader, RNG streams), or
+    start from the init snapshot's weights."""
+    trainer, ada, resume, init = run.trainer, run.ada, run.sources.resume, run.sources.init
     if resume is not None:
         trainer.load_state_dict(resume)
-        trainer.set_lr(cfg.lr)
-        cur_tick = int(resume["cur_tick"])
-        fid_history = [list(x) for x in resume.get("fid_history", [])]
-        best_fid = resume.get("best_fid")
-        batches = _Batches(loader, device, **resume["loader"])
+        trainer.set_lr(run.cfg.lr)
+        run.cur_tick = int(resume["cur_tick"])
+        run.fid_history = [list(x) for x in resume.get("fid_history", [])]
+        run.metric_history = [list(x) for x in resume.get("metric_history", [])]
+        run.best_fid = resume.get("best_fid")
+        run.batches = _Batches(loader, run.device, **resume["loader"])
         ranks = resume["rng"].get("ranks", [])
-        if len(ranks) == world:
-            mine = ranks[rank]
+        if len(ranks) == run.world:
+            mine = ranks[run.rank]
             snap.set_rng_state(mine["rng"])
             trainer.loss.load_state_dict(mine["loss"])
             if ada is not None and mine.get("ada") is not None:
                 ada.load_state_dict(mine["ada"])
         else:
-            if rank == 0:
-                print(f"warning: {resume_path} was written by {len(ranks)} process(es), this run has {world}: "
-                      "RNG streams are reseeded, so the continuation is not bit-identical", file=sys.stderr)
+            if run.rank == 0:
+                print(f"warning: {run.sources.resume_path} was written by {len(ranks)} process(es), this run has "
+                      f"{run.world}: RNG streams are reseeded, so the continuation is not bit-identical",
+                      file=sys.stderr)
             if ada is not None and resume.get("ada_stats"):
                 ada.load_state_dict(dict(resume["ada_stats"][0], sum=0.0, count=0.0))
     elif init is not None:
         trainer.load_networks(init)
-    if world > 1:
-        for t in [*trainer.G.parameters(), *trainer.G.buffers(), *trainer.D.parameters(), *trainer.D.buffers(),
-                  *trainer.G_ema.parameters(), *trainer.G_ema.buffers()]:
-            torch.distributed.broadcast(t.data, src=0)
+        if ada is not None and init.get("nvlabs"):
+            # NVlabs' augment_pipe.p travels with its weights: ADA goes on from it.
+            trainer.augment_pipe.p.fill_(float(init["augment_p"]))
 
-    outdir = os.path.abspath(os.fspath(cfg.outdir))
-    result = TrainResult(outdir=outdir, cur_nimg=trainer.cur_nimg, fid_history=fid_history, best_fid=best_fid,
-                         trainer=trainer, rank=rank)
-    grid = _grid_shape(G.img_resolution)
-    image_snap = cfg.snap if cfg.image_snap is None else cfg.image_snap
-    fid_every = cfg.snap if cfg.fid_every is None else cfg.fid_every
-    stats_jsonl = tb = bar = None
-    extractor = extractor_label = real_stats = None
-    total_nimg = round(cfg.kimg * 1000)
-    if rank == 0:
-        os.makedirs(outdir, exist_ok=True)
-        from retina_fast.data.dataset import write_text_atomic
-        write_text_atomic(os.path.join(outdir, "training_options.json"), json.dumps(resolved, indent=2) + "\n")
-        stats_path = os.path.join(outdir, "stats.jsonl")
-        _truncate_stats(stats_path, trainer.cur_nimg if resume is not None else -1)
-        stats_jsonl = open(stats_path, "a", encoding="utf-8")  # noqa: SIM115 (open for the whole run)
-        result.stats = stats_path
-        if cfg.tensorboard:
-            from torch.utils.tensorboard import SummaryWriter
-            # A resumed run hides the interrupted run's points past its snapshot; the snapshot's
-            # own tick (step cur_nimg) was logged before it was written, and stays.
-            tb = SummaryWriter(outdir, purge_step=trainer.cur_nimg + 1 if resume is not None else None)
-        if fid_every:
-            extractor, extractor_label = _make_extractor(cfg.inception, device)
-            result.fid_csv, result.fid_png = os.path.join(outdir, "fid.csv"), os.path.join(outdir, "fid.png")
-        if resume is not None and fid_history:
-            # Points past the resumed snapshot (from the interrupted run) are dropped; if the run died
-            # between writing its newest snapshot and copying it to best.pt, finish that copy.
-            write_fid_curve(fid_history, os.path.join(outdir, "fid.csv"), os.path.join(outdir, "fid.png"),
-                            _extractor_label(cfg.inception))
-            if round(fid_history[-1][0] * 1000) == trainer.cur_nimg and fid_history[-1][1] == best_fid:
-                result.best = snap.copy_atomic(resume_path, os.path.join(outdir, "best.pt"))
-        if resume is None:
-            with _preserve_rng(device):
-                reals = make_loader(cfg.data, batch_size=grid[0] * grid[1], resolution=G.img_resolution)
-                save_image_grid(next(iter(reals))[0], os.path.join(outdir, "reals.png"), grid)
-                result.grids.append(save_image_grid(_generate_grid(trainer.G_ema, grid, batch_gpu, device),
-                                                    os.path.join(outdir, "fakes_init.png"), grid))
-        if cfg.progress:
-            from tqdm import tqdm
-            bar = tqdm(total=total_nimg / 1000, initial=min(trainer.cur_nimg, total_nimg) / 1000, unit="kimg",
+
+def _broadcast_networks(trainer):
+    """Every process starts from rank 0's G, D and G_ema."""
+    for t in [*trainer.G.parameters(), *trainer.G.buffers(), *trainer.D.parameters(), *trainer.D.buffers(),
+              *trainer.G_ema.parameters(), *trainer.G_ema.buffers()]:
+        torch.distributed.broadcast(t.data, src=0)
+
+
+def _open_outputs(run):
+    """Settle the output schedule and, on rank 0, open the outputs: options, stats, TensorBoard,
+    the FID curve of a resumed run, the first grids, the progress bar and the start line."""
+    from retina_fast.data.loaders import make_loader
+    from retina_fast.metrics.evaluate import parse_metrics
+
+    cfg, trainer, device, resume = run.cfg, run.trainer, run.device, run.sources.resume
+    run.outdir = outdir = os.path.abspath(os.fspath(cfg.outdir))
+    run.result = result = TrainResult(outdir=outdir, cur_nimg=trainer.cur_nimg, fid_history=run.fid_history,
+                                      best_fid=run.best_fid, metric_history=run.metric_history, trainer=trainer,
+                                      rank=run.rank)
+    run.grid = _grid_shape(trainer.G.img_resolution)
+    run.image_snap = cfg.snap if cfg.image_snap is None else cfg.image_snap
+    run.fid_every = cfg.snap if cfg.fid_every is None else cfg.fid_every
+    run.realism_every = run.fid_every if cfg.realism_every is None else cfg.realism_every
+    run.extra_metrics = tuple(m for m in parse_metrics(cfg.metrics) if m != "fid")
+    run.total_nimg = round(cfg.kimg * 1000)
+    if run.rank != 0:
+        return
+    # The Inception file is read before anything is written, so a bad one leaves no outputs.
+    if run.fid_every:
+        run.extractor, run.fid_label = _make_extractor(cfg.inception, device)
+    os.makedirs(outdir, exist_ok=True)
+    write_text_atomic(os.path.join(outdir, "training_options.json"), json.dumps(run.hp, indent=2) + "\n")
+    stats_path = os.path.join(outdir, "stats.jsonl")
+    _truncate_stats(stats_path, trainer.cur_nimg if resume is not None else -1)
+    run.stats_jsonl = open(stats_path, "a", encoding="utf-8")  # noqa: SIM115 (open for the whole run)
+    result.stats = stats_path
+    if cfg.tensorboard:
+        from torch.utils.tensorboard import SummaryWriter
+        # A resumed run hides the interrupted run's points past its snapshot; the snapshot's
+        # own tick (step cur_nimg) was logged before it was written, and stays.
+        run.tb = SummaryWriter(outdir, purge_step=trainer.cur_nimg + 1 if resume is not None else None)
+    if run.fid_every or run.realism_every:
+        result.fid_csv, result.fid_png = os.path.join(outdir, "fid.csv"), os.path.join(outdir, "fid.png")
+    if resume is not None and run.fid_history:
+        # Points past the resumed snapshot (from the interrupted run) are dropped; if the run died
+        # between writing its newest snapshot and copying it to best.pt, finish that copy.
+        write_fid_curve(run.fid_history, os.path.join(outdir, "fid.csv"), os.path.join(outdir, "fid.png"),
+                        extractor_label(cfg.inception), run.metric_history)
+        if round(run.fid_history[-1][0] * 1000) == trainer.cur_nimg and run.fid_history[-1][1] == run.best_fid:
+            result.best = copy_atomic(run.sources.resume_path, os.path.join(outdir, "best.pt"))
+    if resume is None:
+        with _preserve_rng(device):
+            reals = make_loader(cfg.data, batch_size=run.grid[0] * run.grid[1], resolution=trainer.G.img_resolution)
+            save_image_grid(next(iter(reals))[0], os.path.join(outdir, "reals.png"), run.grid)
+            result.grids.append(save_image_grid(_generate_grid(trainer.G_ema, run.grid, run.hp["batch_gpu"], device),
+                                                os.path.join(outdir, "fakes_init.png"), run.grid))
+    if cfg.progress:
+        from tqdm import tqdm
+        run.bar = tqdm(total=run.total_nimg / 1000, initial=min(trainer.cur_nimg, run.total_nimg) / 1000, unit="kimg",
                        desc="train", file=sys.stderr, dynamic_ncols=True,
                        bar_format="{l_bar}{bar}| {n:.3f}/{total:.3f} kimg [{elapsed}<{remaining}, {rate_fmt}]")
-        start = (f"Resuming from {resume_path}" if resume is not None else
-                 f"Fine-tuning from {cfg.init}" if init is not None else "Training")
-        print(f"{start}: preset {preset}, "
-              f"{G.img_resolution}px, batch {batch} ({world} process(es) x {batch // world}), kimg {cfg.kimg}, "
-              f"lr {cfg.lr}, gamma {gamma}, augment {cfg.augment}, device {device}, impl {cfg.impl or 'auto'}",
-              file=sys.stderr)
+    print(_start_line(run), file=sys.stderr)
 
-    def log(line):
-        if bar is not None:
-            bar.write(line, file=sys.stdout)
-        else:
-            print(line)
 
-    def close_outputs():
-        for handle in (bar, stats_jsonl, tb):
-            if handle is not None:
-                handle.close()
+def _start_line(run):
+    """What the run starts from and with which options (the stderr line before the first step)."""
+    cfg, hp, sources = run.cfg, run.hp, run.sources
+    if sources.resume is not None:
+        start = f"Resuming from {sources.resume_path}"
+    elif sources.init is not None:
+        start = f"Fine-tuning from {sources.init_path}" + (
+            " (NVlabs weights and ADA p; optimiser states start fresh)" if sources.init.get("nvlabs") else "")
+    else:
+        start = "Training"
+    return (f"{start}: preset {hp['preset']}, {run.trainer.G.img_resolution}px, batch {hp['batch']} "
+            f"({run.world} process(es) x {hp['batch'] // run.world}), kimg {cfg.kimg}, lr {cfg.lr}, "
+            f"gamma {hp['gamma']}, augment {cfg.augment}, device {run.device}, impl {cfg.impl or 'auto'}")
 
-    if resume is not None and trainer.cur_nimg >= total_nimg:
+
+def _training_loop(run):
+    """Train until ``kimg`` (or ``max_minutes``), with maintenance at the end of every tick."""
+    cfg, trainer = run.cfg, run.trainer
+    run.tick_start_nimg, run.tick_start_time = trainer.cur_nimg, time.time()
+    run.maintenance_time = run.tick_start_time - run.start_time
+    run.tick_steps = []
+    if run.device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(run.device)
+    while True:
+        images, labels = run.batches.next()
+        losses = trainer.step(images, labels if trainer.c_dim else None)
+        run.tick_steps.append((trainer.cur_nimg, losses))
+        if run.bar is not None:
+            run.bar.update(min(trainer.cur_nimg, run.total_nimg) / 1000 - run.bar.n)
+        done = trainer.cur_nimg >= run.total_nimg or (
+            cfg.max_minutes is not None and time.time() - run.start_time >= 60 * cfg.max_minutes)
+        if not done and run.cur_tick != 0 and trainer.cur_nimg < run.tick_start_nimg + cfg.tick * 1000:
+            continue
+        _tick_maintenance(run, done)
+        if done:
+            return
+
+
+def _tick_maintenance(run, done):
+    """End of a tick: check the losses, log the tick, and write what is due (grid, FID, realism,
+    snapshot) without moving the training's RNG streams."""
+    cfg, trainer, rank, cur_tick = run.cfg, run.trainer, run.rank, run.cur_tick
+    tick_end_time = time.time()
+    _check_finite(run.tick_steps, rank, run.world, run.device, run.result.last_snapshot or _newest(run.outdir))
+    means = _tick_means(run.tick_steps, run.world, run.device)
+    run.tick_steps = []
+    fields = _tick_fields(run, means, tick_end_time)
+    if rank == 0:
+        run.log(_status_line(fields, means))
+    grid_due = run.image_snap and (done or cur_tick % run.image_snap == 0)
+    fid_due = run.fid_every and (done or cur_tick % run.fid_every == 0)
+    realism_due = run.realism_every and (done or cur_tick % run.realism_every == 0)
+    # An FID tick also writes a snapshot, so best.pt is always one of the run's snapshots and
+    # a resumed run's best FID matches the files on disk.
+    snap_due = done or fid_due or (cfg.snap and cur_tick % cfg.snap == 0)
+    if snap_due or fid_due:
+        # Captured before any maintenance work, which runs with the RNG streams forked.
+        rank_state = {"rng": snap.rng_state(), "loss": trainer.loss.state_dict(),
+                      "ada": run.ada.state_dict() if run.ada is not None else None}
+    with _preserve_rng(run.device):
+        if rank == 0 and grid_due:
+            run.result.grids.append(save_image_grid(
+                _generate_grid(trainer.G_ema, run.grid, run.hp["batch_gpu"], run.device),
+                os.path.join(run.outdir, f"fakes{trainer.cur_nimg / 1000:010.3f}kimg.png"), run.grid))
+        improved = False
+        if rank == 0 and fid_due:
+            improved = _evaluate_fid(run, fields)
+        if rank == 0 and realism_due:
+            _audit_realism(run, fields)
+        fields["timestamp"] = time.time()
         if rank == 0:
-            print(f"{resume_path} is at {trainer.cur_nimg / 1000:.3f} kimg, already >= kimg {cfg.kimg}: nothing to do")
-        close_outputs()
-        result.last_snapshot = resume_path
-        return result
+            _write_tick_logs(run, fields)
+        if snap_due or fid_due:
+            _write_snapshot(run, rank_state, snap_due, best=fid_due and improved)
+    run.cur_tick += 1
+    run.tick_start_nimg = trainer.cur_nimg
+    run.tick_start_time = time.time()
+    run.maintenance_time = run.tick_start_time - tick_end_time
 
-    tick_start_nimg, tick_start_time = trainer.cur_nimg, time.time()
-    maintenance_time = tick_start_time - start_time
-    tick_steps = []
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
+
+def _tick_fields(run, means, tick_end_time):
+    """The tick's stats.jsonl record: timing, memory, ADA p, mean losses."""
+    trainer, nimg = run.trainer, run.trainer.cur_nimg
+    dt = tick_end_time - run.tick_start_time
+    n_tick = max(nimg - run.tick_start_nimg, 1)
+    fields = {"tick": run.cur_tick, "kimg": nimg / 1000, "nimg": nimg,
+              "total_sec": tick_end_time - run.start_time, "sec_per_tick": dt,
+              "sec_per_kimg": dt / n_tick * 1000, "images_per_sec": n_tick / max(dt, 1e-9),
+              "maintenance_sec": run.maintenance_time, "augment_p": trainer.augment_p}
+    if run.device.type == "cuda":
+        fields["peak_gpu_mem_gb"] = torch.cuda.max_memory_allocated(run.device) / 2 ** 30
+        torch.cuda.reset_peak_memory_stats(run.device)
     try:
-        while True:
-            images = batches.next()
-            losses = trainer.step(images)
-            tick_steps.append((trainer.cur_nimg, losses))
-            if bar is not None:
-                bar.update(min(trainer.cur_nimg, total_nimg) / 1000 - bar.n)
+        import resource
+        fields["peak_cpu_mem_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20
+    except ImportError:
+        pass
+    fields.update({f"Loss/{k}": v for k, v in means.items()})
+    return fields
 
-            done = trainer.cur_nimg >= total_nimg
-            if not done and cur_tick != 0 and trainer.cur_nimg < tick_start_nimg + cfg.tick * 1000:
-                continue
 
-            # ---- maintenance, once per tick
-            tick_end_time = time.time()
-            _check_finite(tick_steps, rank, world, device, result.last_snapshot or _newest(outdir))
-            means = _tick_means(tick_steps, world, device)
-            tick_steps = []
-            nimg = trainer.cur_nimg
-            dt = tick_end_time - tick_start_time
-            n_tick = max(nimg - tick_start_nimg, 1)
-            fields = {"tick": cur_tick, "kimg": nimg / 1000, "nimg": nimg,
-                      "total_sec": tick_end_time - start_time, "sec_per_tick": dt,
-                      "sec_per_kimg": dt / n_tick * 1000, "images_per_sec": n_tick / max(dt, 1e-9),
-                      "maintenance_sec": maintenance_time, "augment_p": trainer.augment_p}
-            if device.type == "cuda":
-                fields["peak_gpu_mem_gb"] = torch.cuda.max_memory_allocated(device) / 2 ** 30
-                torch.cuda.reset_peak_memory_stats(device)
-            try:
-                import resource
-                fields["peak_cpu_mem_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20
-            except ImportError:
-                pass
-            fields.update({f"Loss/{k}": v for k, v in means.items()})
-            if rank == 0:
-                parts = [f"tick {cur_tick:<5d}", f"kimg {nimg / 1000:<8.3f}", f"time {_fmt_time(fields['total_sec']):<12s}",
-                         f"sec/tick {dt:<7.1f}", f"sec/kimg {fields['sec_per_kimg']:<7.2f}",
-                         f"img/s {fields['images_per_sec']:<7.1f}"]
-                if "peak_gpu_mem_gb" in fields:
-                    parts.append(f"gpumem {fields['peak_gpu_mem_gb']:<6.2f}")
-                parts.append(f"augment {trainer.augment_p:.3f}")
-                for k in ("G_loss", "D_loss", "r1_penalty", "pl_penalty"):
-                    if k in means:
-                        parts.append(f"{k} {means[k]:.4f}")
-                log(" ".join(parts))
+def _status_line(fields, means):
+    """The tick's line on stdout."""
+    parts = [f"tick {fields['tick']:<5d}", f"kimg {fields['kimg']:<8.3f}",
+             f"time {_fmt_time(fields['total_sec']):<12s}", f"sec/tick {fields['sec_per_tick']:<7.1f}", f"sec/kimg {fields['sec_per_kimg']:<7.2f}",
+             f"img/s {fields['images_per_sec']:<7.1f}"]
+    if "peak_gpu_mem_gb" in fields:
+        parts.append(f"gpumem {fields['peak_gpu_mem_gb']:<6.2f}")
+    parts.append(f"augment {fields['augment_p']:.3f}")
+    for k in ("G_loss", "D_loss", "r1_penalty", "pl_penalty"):
+        if k in means:
+            parts.append(f"{k} {means[k]:.4f}")
+    return " ".join(parts)
 
-            grid_due = image_snap and (done or cur_tick % image_snap == 0)
-            fid_due = fid_every and (done or cur_tick % fid_every == 0)
-            # An FID tick also writes a snapshot, so best.pt is always one of the run's snapshots and
-            # a resumed run's best FID matches the files on disk.
-            snap_due = done or fid_due or (cfg.snap and cur_tick % cfg.snap == 0)
-            if snap_due or fid_due:
-                # Captured before any maintenance work, which runs with the RNG streams forked.
-                rank_state = {"rng": snap.rng_state(), "loss": trainer.loss.state_dict(),
-                              "ada": ada.state_dict() if ada is not None else None}
-            with _preserve_rng(device):
-                if rank == 0 and grid_due:
-                    result.grids.append(save_image_grid(
-                        _generate_grid(trainer.G_ema, grid, batch_gpu, device),
-                        os.path.join(outdir, f"fakes{nimg / 1000:010.3f}kimg.png"), grid))
-                improved = False
-                if rank == 0 and fid_due:
-                    from retina_fast.metrics.fid import fid as fid_value
-                    from retina_fast.metrics.fid import generator_stats
-                    if real_stats is None:
-                        real_stats = _real_stats(cfg, extractor, G.img_resolution, batch_gpu, device,
-                                                 os.path.join(outdir, "fid-cache"))
-                    gen_stats = generator_stats(trainer.G_ema, extractor, num_images=cfg.fid_images,
-                                                batch_size=batch_gpu, device=device)
-                    value = float(fid_value(real_stats, gen_stats))
-                    fid_history.append([nimg / 1000, value])
-                    improved = best_fid is None or value < best_fid
-                    if improved:
-                        best_fid = value
-                    fields["Metrics/fid"] = value
-                    write_fid_curve(fid_history, result.fid_csv, result.fid_png, extractor_label)
-                    log(f"FID {value:.4f} at kimg {nimg / 1000:.3f}{' (best)' if improved else ''}")
-                fields["timestamp"] = time.time()
-                if rank == 0:
-                    # The tick's logs go out before its snapshot: a run killed between the two
-                    # resumes from the previous snapshot, which drops them (stats lines truncated,
-                    # TensorBoard purged) and writes them again. The other order would lose them.
-                    stats_jsonl.write(json.dumps(fields) + "\n")
-                    stats_jsonl.flush()
-                    if tb is not None:
-                        for k, v in fields.items():
-                            if k not in ("tick", "nimg", "timestamp"):
-                                tb.add_scalar(k, v, global_step=nimg, walltime=fields["timestamp"])
-                        tb.flush()
-                if snap_due or fid_due:
-                    ranks = _gather(rank_state, world)
-                    if rank == 0:
-                        data = dict(trainer.state_dict(), format=snap.FORMAT, G_kwargs=trainer.G.init_kwargs,
-                                    D_kwargs=trainer.D.init_kwargs, cur_tick=cur_tick + 1,
-                                    ada_stats=[r["ada"] for r in ranks] if ada is not None else None,
-                                    loader=batches.state_dict(), rng={"world_size": world, "ranks": ranks},
-                                    config=resolved, fid_history=fid_history, best_fid=best_fid)
-                        written = None
-                        if snap_due:
-                            written = snap.save_snapshot(os.path.join(outdir, snap.snapshot_name(nimg)), data)
-                            result.snapshots.append(written)
-                            result.last_snapshot = written
-                            _prune(outdir, cfg.keep)
-                        if fid_due and improved:
-                            result.best = snap.copy_atomic(written, os.path.join(outdir, "best.pt"))
-                        del data
 
-            cur_tick += 1
-            tick_start_nimg = trainer.cur_nimg
-            tick_start_time = time.time()
-            maintenance_time = tick_start_time - tick_end_time
-            if done:
-                break
-    finally:
-        close_outputs()
-    result.cur_nimg = trainer.cur_nimg
-    result.fid_history, result.best_fid = fid_history, best_fid
-    result.augment_p = trainer.augment_p
-    if result.best is None and rank == 0 and os.path.exists(os.path.join(outdir, "best.pt")):
-        result.best = os.path.join(outdir, "best.pt")
+def _evaluate_fid(run, fields):
+    """FID (and ``cfg.metrics``) of G_ema against the training set, into the histories, `fields`
+    and the FID curve; True when it is the run's best FID."""
+    from retina_fast.metrics.fid import fid as fid_value
+    from retina_fast.metrics.fid import generator_stats
+
+    cfg, kimg, batch_gpu, keep = run.cfg, run.trainer.cur_nimg / 1000, run.hp["batch_gpu"], bool(run.extra_metrics)
+    if run.real_stats is None:
+        run.real_stats = _real_stats(cfg, run.extractor, run.trainer.G.img_resolution, batch_gpu, run.device,
+                                     os.path.join(run.outdir, "fid-cache"), keep)
+    gen_stats = generator_stats(run.trainer.G_ema, run.extractor, num_images=cfg.fid_images,
+                                class_labels=run.class_labels, batch_size=batch_gpu, device=run.device,
+                                keep_features=keep)
+    value = float(fid_value(run.real_stats, gen_stats))
+    run.fid_history.append([kimg, value])
+    improved = run.best_fid is None or value < run.best_fid
+    if improved:
+        run.best_fid = value
+    fields["Metrics/fid"] = value
+    extra_line = ""
+    if run.extra_metrics:
+        from retina_fast.metrics.evaluate import evaluate_metrics
+        extra = evaluate_metrics(run.real_stats, gen_stats, run.extra_metrics, device=run.device)
+        run.metric_history.append([kimg, extra])
+        fields.update({f"Metrics/{k}": v for k, v in extra.items()})
+        extra_line = "".join(f", {k} {v:.4g}" for k, v in extra.items())
+    write_fid_curve(run.fid_history, run.result.fid_csv, run.result.fid_png, run.fid_label, run.metric_history)
+    run.log(f"FID {value:.4f} at kimg {kimg:.3f}{' (best)' if improved else ''}{extra_line}")
+    return improved
+
+
+def _audit_realism(run, fields):
+    """Realism audit of G_ema (`retina_fast.audit.realism`) into the metric history, `fields` and
+    the FID curve."""
+    from retina_fast.audit.realism import RealismMonitor, add_metric_point
+
+    cfg, kimg = run.cfg, run.trainer.cur_nimg / 1000
+    if run.realism is None:
+        n = cfg.realism_images or max(2, min(64, cfg.fid_images))
+        run.realism = RealismMonitor(cfg.data, run.trainer.G.img_resolution, num_images=n,
+                                     cache=os.path.join(run.outdir, "fid-cache", "realism-real.csv"))
+    headline = run.realism(run.trainer.G_ema, device=run.device, batch_size=run.hp["batch_gpu"]).headline
+    values = add_metric_point(run.metric_history, kimg, headline)
+    fields.update({f"Metrics/{k}": v for k, v in values.items()})
+    write_fid_curve(run.fid_history, run.result.fid_csv, run.result.fid_png, run.fid_label or "",
+                    run.metric_history)
+    run.log("realism at kimg {:.3f}: pass {:.2f}, vessel d {:.2f}, SNR d {:.2f}".format(kimg, *headline.values()))
+
+
+def _write_tick_logs(run, fields):
+    """The tick's stats.jsonl line and TensorBoard scalars (rank 0).
+
+    The tick's logs go out before its snapshot: a run killed between the two resumes from the
+    previous snapshot, which drops them (stats lines truncated, TensorBoard purged) and writes them
+    again. The other order would lose them.
+    """
+    run.stats_jsonl.write(json.dumps(fields) + "\n")
+    run.stats_jsonl.flush()
+    if run.tb is not None:
+        for k, v in fields.items():
+            if k not in ("tick", "nimg", "timestamp"):
+                run.tb.add_scalar(k, v, global_step=fields["nimg"], walltime=fields["timestamp"])
+        run.tb.flush()
+
+
+def _write_snapshot(run, rank_state, snap_due, best):
+    """Gather every process's RNG/loss/ADA state; rank 0 writes the snapshot (when `snap_due`),
+    prunes old ones and copies it to best.pt (when `best`)."""
+    trainer, world = run.trainer, run.world
+    ranks = _gather(rank_state, world)
+    if run.rank != 0:
+        return
+    data = dict(trainer.state_dict(), format=snap.FORMAT, G_kwargs=trainer.G.init_kwargs,
+                D_kwargs=trainer.D.init_kwargs, cur_tick=run.cur_tick + 1,
+                ada_stats=[r["ada"] for r in ranks] if run.ada is not None else None,
+                loader=run.batches.state_dict(), rng={"world_size": world, "ranks": ranks},
+                config=run.hp, fid_history=run.fid_history, best_fid=run.best_fid,
+                metric_history=run.metric_history)
+    written = None
+    if snap_due:
+        written = snap.save_snapshot(os.path.join(run.outdir, snap.snapshot_name(trainer.cur_nimg)), data)
+        run.result.snapshots.append(written)
+        run.result.last_snapshot = written
+        _prune(run.outdir, run.cfg.keep)
+    if best:
+        run.result.best = copy_atomic(written, os.path.join(run.outdir, "best.pt"))
+
+
+def _final_result(run):
+    """The TrainResult of a finished run."""
+    result = run.result
+    result.cur_nimg = run.trainer.cur_nimg
+    result.fid_history, result.best_fid = run.fid_history, run.best_fid
+    result.metric_history = run.metric_history
+    result.augment_p = run.trainer.augment_p
+    if result.best is None and run.rank == 0 and os.path.exists(os.path.join(run.outdir, "best.pt")):
+        result.best = os.path.join(run.outdir, "best.pt")
     return result
 
 
@@ -992,7 +1345,6 @@ def _truncate_stats(path, nimg):
     if nimg < 0:
         os.remove(path)
         return
-    from retina_fast.data.dataset import write_text_atomic
     keep = []
     with open(path, encoding="utf-8") as f:
         for line in f:
@@ -1050,11 +1402,12 @@ def _check_finite(tick_steps, rank, world, device, last_good):
 def finetune(snapshot, data, outdir, *, lr=1e-4, ada_kimg=100.0, freeze_d=0, augment="ada", resume=None, **kwargs):
     """Fine-tune a trained snapshot on new images (the paper's ERM transfer learning).
 
-    Starts from the snapshot's G, D and G_ema weights (architecture from the snapshot) with fresh
-    optimisers at ``lr`` (paper: 1e-4), ADA on with ``ada_kimg`` 100 (StyleGAN2-ADA's value when
-    resuming) and optional Freeze-D of the first `freeze_d` D layers. Other keyword arguments go
-    to `TrainConfig` (kimg, batch, snap, inception, ...). ``resume`` continues an interrupted
-    fine-tuning run (a snapshot of it, or its folder) exactly as `train` resumes.
+    Starts from the snapshot's G, D and G_ema weights (architecture from the snapshot; an NVlabs
+    ``.pkl`` also gives its ADA p as the start of ADA) with fresh optimisers at ``lr`` (paper:
+    1e-4), ADA on with ``ada_kimg`` 100 (StyleGAN2-ADA's value when resuming) and optional
+    Freeze-D of the first `freeze_d` D layers. Other keyword arguments go to `TrainConfig`
+    (kimg, batch, snap, inception, ...). ``resume`` continues an interrupted fine-tuning run (a
+    snapshot of it, or its folder) exactly as `train` resumes.
 
     Returns
     -------
@@ -1062,7 +1415,8 @@ def finetune(snapshot, data, outdir, *, lr=1e-4, ada_kimg=100.0, freeze_d=0, aug
     """
     if snapshot is None or not os.path.isfile(os.fspath(snapshot)):
         raise ValueError(f"snapshot {snapshot!r} is not a file")
-    src = snap.load_snapshot(snapshot)
+    from .nvlabs import read_snapshot
+    src = read_snapshot(snapshot)   # ours, or an NVlabs .pkl (weights and ADA p)
     preset = (src.get("config") or {}).get("preset", kwargs.pop("preset", "32"))
     kwargs.pop("preset", None)
     cfg = TrainConfig(data=data, outdir=outdir, preset=preset, init=os.fspath(snapshot), lr=lr, ada_kimg=ada_kimg,

@@ -18,7 +18,9 @@ import zipfile
 import numpy as np
 import torch
 
+from ..checks import check_int
 from ..data.dataset import DatasetReader, list_images
+from ..fileio import atomic_write
 
 STATS_FORMAT = "retina_fast.fid_stats/1"
 
@@ -30,7 +32,8 @@ STATS_FORMAT = "retina_fast.fid_stats/1"
 def frechet_distance(mu1, sigma1, mu2, sigma2):
     """Frechet distance between N(mu1, sigma1) and N(mu2, sigma2), float >= 0.
 
-    d = |mu1 - mu2|^2 + tr(sigma1) + tr(sigma2) - 2 tr((sqrt(sigma1) sigma2 sqrt(sigma1))^1/2).
+    d = |mu1 - mu2|^2 + tr(sigma1) + tr(sigma2) - 2 tr((sqrt(sigma1) sigma2 sqrt(sigma1))^1/2)
+    (the closed form of Dowson & Landau [1]_; FID [2]_ applies it to Inception features).
 
     The trace term is computed from two symmetric eigendecompositions in float64: sqrt(sigma1) from
     the eigenpairs of sigma1, then the eigenvalues of the symmetric PSD matrix
@@ -51,6 +54,16 @@ def frechet_distance(mu1, sigma1, mu2, sigma2):
     Returns
     -------
     float
+        The squared Fréchet distance d (units of the features squared), >= 0.
+
+    References
+    ----------
+    .. [1] D. C. Dowson and B. V. Landau, "The Fréchet distance between multivariate normal
+           distributions", Journal of Multivariate Analysis 12(3), 450-455, 1982.
+           https://doi.org/10.1016/0047-259X(82)90077-X
+    .. [2] M. Heusel, H. Ramsauer, T. Unterthiner, B. Nessler and S. Hochreiter, "GANs Trained by a
+           Two Time-Scale Update Rule Converge to a Local Nash Equilibrium", Advances in Neural
+           Information Processing Systems 30 (NIPS 2017). https://arxiv.org/abs/1706.08500
     """
     mu1, mu2 = np.asarray(mu1, np.float64), np.asarray(mu2, np.float64)
     s1, s2 = np.asarray(sigma1, np.float64), np.asarray(sigma2, np.float64)
@@ -84,12 +97,17 @@ def frechet_distance(mu1, sigma1, mu2, sigma2):
 
 
 class FeatureStats:
-    """Running mean and covariance of feature vectors, sums in float64.
+    """Running mean and covariance of feature vectors, sums in float64; optionally the vectors too.
 
     ``FeatureStats()`` starts empty; `append` adds a batch [N, D]. ``FeatureStats(mu, sigma, n)``
     holds given moments (e.g. loaded from a file) and can still be appended to. Sums are taken
     around a shift (the first batch's mean) so that the covariance does not lose digits when the
     mean is large compared with the spread.
+
+    With ``keep_features=True`` every appended vector is kept as well (float32, or float64 when
+    given so), for the metrics that need the features themselves (KID, precision/recall), so that
+    one feature pass serves them and FID alike. ``FeatureStats(mu, sigma, n, features=X)`` holds
+    given moments with the n vectors they came from.
 
     Attributes
     ----------
@@ -98,13 +116,21 @@ class FeatureStats:
     mu : (D,) float64
     sigma : (D, D) float64
         Unbiased covariance (divides by n - 1); needs n >= 2.
+    features : (n, D) float32 or float64
+        The feature vectors (only with ``keep_features``); `has_features` says whether they are kept.
     """
 
-    def __init__(self, mu=None, sigma=None, n=None):
+    def __init__(self, mu=None, sigma=None, n=None, *, keep_features=False, features=None):
         self.n = 0
         self._shift = self._sum = self._sum2 = None
+        self._kept = [] if (keep_features or features is not None) else None
         if mu is None and sigma is None and n is None:
+            if features is not None:
+                raise ValueError("features given without mu, sigma and n: append them to an empty "
+                                 "FeatureStats(keep_features=True) instead")
             return
+        if keep_features and features is None:
+            raise ValueError("keep_features with given moments needs the features they came from")
         if mu is None or sigma is None or n is None:
             raise ValueError("give all of mu, sigma and n, or none of them")
         mu, sigma = np.asarray(mu, np.float64), np.asarray(sigma, np.float64)
@@ -116,13 +142,33 @@ class FeatureStats:
         self._shift = mu.copy()
         self._sum = np.zeros_like(mu)
         self._sum2 = sigma * (self.n - 1)
+        if features is not None:
+            self._kept.append(_feature_array(features, "features"))
+            if self._kept[0].shape != (self.n, mu.size):
+                raise ValueError(f"features must be (n, D) = ({self.n}, {mu.size}), got {self._kept[0].shape}")
 
     @property
     def dim(self):
         return None if self._shift is None else self._shift.size
 
+    @property
+    def has_features(self):
+        return self._kept is not None
+
+    @property
+    def features(self):
+        if self._kept is None:
+            raise ValueError("these statistics were computed without keep_features=True: the features "
+                             "themselves were not kept")
+        if len(self._kept) != 1:
+            dim = 0 if self.dim is None else self.dim
+            self._kept = [np.concatenate(self._kept) if self._kept else np.zeros((0, dim), np.float32)]
+        return self._kept[0]
+
     def append(self, features):
         """Add feature vectors: (N, D) numpy array or torch tensor (any float dtype)."""
+        if self._kept is not None:
+            kept = _feature_array(features, "features")
         if isinstance(features, torch.Tensor):
             features = features.detach().to("cpu", torch.float64).numpy()
         x = np.asarray(features, np.float64)
@@ -142,6 +188,8 @@ class FeatureStats:
         self._sum += y.sum(0)
         self._sum2 += y.T @ y
         self.n += x.shape[0]
+        if self._kept is not None:
+            self._kept.append(kept)
         return self
 
     @property
@@ -159,37 +207,70 @@ class FeatureStats:
         return (s + s.T) / 2
 
     def save(self, path, meta=None):
-        """Write mu, sigma, n (and a JSON `meta` dict) to an .npz, atomically (temp name, rename)."""
+        """Write mu, sigma, n, the features when kept (and a JSON `meta` dict) to an .npz, atomically
+        (`retina_fast.fileio.atomic_write`)."""
         path = os.fspath(path)
-        folder, base = os.path.split(path)
-        os.makedirs(folder or ".", exist_ok=True)
-        tmp = os.path.join(folder, f".{base}.tmp{os.getpid()}")
-        try:
-            with open(tmp, "wb") as f:
-                np.savez(f, mu=self.mu, sigma=self.sigma, n=np.int64(self.n),
-                         format=np.str_(STATS_FORMAT), meta=np.str_(json.dumps(meta or {})))
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.remove(tmp)
+        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+        with atomic_write(path) as f:
+            extra = {"features": self.features} if self.has_features else {}
+            np.savez(f, mu=self.mu, sigma=self.sigma, n=np.int64(self.n),
+                     format=np.str_(STATS_FORMAT), meta=np.str_(json.dumps(meta or {})), **extra)
         return path
 
     @classmethod
-    def load(cls, path):
-        """Read statistics written by `save` (or any .npz with mu, sigma, n)."""
+    def load(cls, path, *, with_features=True):
+        """Read statistics written by `save` (or any .npz with mu, sigma, n), with their features when
+        the file holds them and `with_features` (False skips reading them: they may be large)."""
         path = os.fspath(path)
         try:
             with np.load(path, allow_pickle=False) as z:
-                return cls(z["mu"], z["sigma"], int(z["n"]))
+                features = z["features"] if with_features and "features" in z.files else None
+                return cls(z["mu"], z["sigma"], int(z["n"]), features=features)
         except (OSError, KeyError, ValueError, zipfile.BadZipFile) as e:
             raise ValueError(f"{path}: not a FID statistics file: {e}") from None
 
     def __repr__(self):
-        return f"FeatureStats(n={self.n}, dim={self.dim})"
+        return f"FeatureStats(n={self.n}, dim={self.dim}{', features kept' if self.has_features else ''})"
+
+
+def _feature_array(features, name):
+    """(N, D) features as a numpy copy: float64 stays float64, other floats become float32."""
+    if isinstance(features, torch.Tensor):
+        t = features.detach()
+        t = t if t.dtype in (torch.float32, torch.float64) else t.float()
+        x = t.to("cpu").numpy().copy()
+    else:
+        x = np.array(features, copy=True)
+        x = x if x.dtype in (np.float32, np.float64) else x.astype(np.float32)
+    if x.ndim != 2:
+        raise ValueError(f"{name} must be (N, D), got shape {x.shape}")
+    return x
 
 
 def fid(stats_a, stats_b):
-    """FID between two `FeatureStats` (or (mu, sigma) pairs), float >= 0."""
+    """FID [1]_ between two `FeatureStats` (or (mu, sigma) pairs), float >= 0.
+
+    Parameters
+    ----------
+    stats_a, stats_b : FeatureStats or (mu, sigma)
+        Moments of the Inception pool3 features of the two image sets, (D,) and (D, D).
+
+    Returns
+    -------
+    float
+        :func:`frechet_distance` of the two Gaussians, >= 0.
+
+    Raises
+    ------
+    TypeError
+        An argument that is neither `FeatureStats` nor a (mu, sigma) pair.
+
+    References
+    ----------
+    .. [1] M. Heusel, H. Ramsauer, T. Unterthiner, B. Nessler and S. Hochreiter, "GANs Trained by a
+           Two Time-Scale Update Rule Converge to a Local Nash Equilibrium", Advances in Neural
+           Information Processing Systems 30 (NIPS 2017). https://arxiv.org/abs/1706.08500
+    """
     def moments(s, name):
         if isinstance(s, FeatureStats):
             return s.mu, s.sigma
@@ -253,7 +334,8 @@ def _prepare_extractor(extractor, device):
     return extractor
 
 
-def compute_stats(images, extractor, *, batch_size=32, device="cpu", max_items=None, progress=False):
+def compute_stats(images, extractor, *, batch_size=32, device="cpu", max_items=None, progress=False,
+                  keep_features=False):
     """Feature statistics of images.
 
     Parameters
@@ -269,6 +351,8 @@ def compute_stats(images, extractor, *, batch_size=32, device="cpu", max_items=N
         Stop after this many images.
     progress : bool
         Show a tqdm bar.
+    keep_features : bool
+        Keep the feature vectors too (`FeatureStats.features`), for KID and precision/recall.
 
     Returns
     -------
@@ -281,7 +365,7 @@ def compute_stats(images, extractor, *, batch_size=32, device="cpu", max_items=N
         total = len(arr) if max_items is None else min(len(arr), max_items)
     else:
         batches, total = images, max_items
-    stats = FeatureStats()
+    stats = FeatureStats(keep_features=keep_features)
     from tqdm.auto import tqdm
     with tqdm(total=total, unit="img", desc="features", disable=not progress) as bar:
         for batch in batches:
@@ -352,16 +436,8 @@ def _subset(names, max_items):
     return [names[i] for i in keep]
 
 
-def _check_count(name, value, allow_none=True):
-    if value is None and allow_none:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
-    return int(value)
-
-
 def dataset_stats(source, extractor, *, max_items=None, batch_size=32, device="cpu", cache_dir=None,
-                  num_workers=0, extractor_id=None, progress=False):
+                  num_workers=0, extractor_id=None, progress=False, keep_features=False):
     """Feature statistics of a dataset folder, .zip, or folder of images (e.g. generated PNGs).
 
     Images are listed with `retina_fast.data.dataset.list_images` and read with its `DatasetReader`
@@ -382,7 +458,9 @@ def dataset_stats(source, extractor, *, max_items=None, batch_size=32, device="c
         Statistics are cached here as ``fid-stats-<key>.npz``, the key hashing the dataset's
         fingerprint (`dataset_fingerprint`: image names with sizes and mtimes, or zip CRCs), the
         extractor's identity (`extractor_identity`) and `max_items`. A later call with the same key
-        loads the file; any change of the images, the extractor or `max_items` computes afresh.
+        loads the file; any change of the images, the extractor or `max_items` computes afresh. With
+        `keep_features` the file holds the features as well, and a cached file without them is
+        computed afresh (once) and replaced.
     num_workers : int
         DataLoader processes decoding images (0: in this process).
     extractor_id : str, optional
@@ -390,13 +468,15 @@ def dataset_stats(source, extractor, *, max_items=None, batch_size=32, device="c
         a torch module.
     progress : bool
         Show a tqdm bar.
+    keep_features : bool
+        Keep (and cache) the feature vectors too, for KID and precision/recall.
 
     Returns
     -------
     FeatureStats
     """
-    max_items = _check_count("max_items", max_items)
-    batch_size = _check_count("batch_size", batch_size, allow_none=False)
+    max_items = check_int("max_items", max_items, minimum=1, allow_none=True)
+    batch_size = check_int("batch_size", batch_size, minimum=1)
     path = os.fspath(source)
     if not os.path.exists(path):
         raise ValueError(f"source {path!r} does not exist")
@@ -414,15 +494,18 @@ def dataset_stats(source, extractor, *, max_items=None, batch_size=32, device="c
         cache_file = os.path.join(os.fspath(cache_dir), f"fid-stats-{key}.npz")
         if os.path.isfile(cache_file):
             try:
-                return FeatureStats.load(cache_file)
+                cached = FeatureStats.load(cache_file, with_features=keep_features)
             except ValueError:
-                pass  # damaged cache file: recompute and overwrite it
+                cached = None  # damaged cache file: recompute and overwrite it
+            if cached is not None and (cached.has_features or not keep_features):
+                return cached
     images = _DatasetImages(path, names)
     loader = torch.utils.data.DataLoader(
         images, batch_size=batch_size, shuffle=False, num_workers=int(num_workers),
         collate_fn=_Collate(path, names))
     try:
-        stats = compute_stats(loader, extractor, device=device, max_items=len(names), progress=progress)
+        stats = compute_stats(loader, extractor, device=device, max_items=len(names), progress=progress,
+                              keep_features=keep_features)
     finally:
         images.reader.close()  # the zip this process opened (workers' copies end with them)
     if stats.n != len(names):
@@ -454,7 +537,7 @@ def _module_device(module, device):
 
 
 def generator_stats(G, extractor, *, num_images=50000, batch_size=32, truncation_psi=1.0, seed=0,
-                    noise_mode="random", class_labels=None, device=None, progress=False):
+                    noise_mode="random", class_labels=None, device=None, progress=False, keep_features=False):
     """Feature statistics of `num_images` images drawn from generator `G`.
 
     Latents are drawn from ``np.random.RandomState(seed)`` in order (batch after batch), so the set
@@ -479,13 +562,15 @@ def generator_stats(G, extractor, *, num_images=50000, batch_size=32, truncation
     device : str or torch.device, optional
         Device of G's inputs and of the extractor; default: G's device.
     progress : bool
+    keep_features : bool
+        Keep the feature vectors too, for KID and precision/recall.
 
     Returns
     -------
     FeatureStats
     """
-    num_images = _check_count("num_images", num_images, allow_none=False)
-    batch_size = _check_count("batch_size", batch_size, allow_none=False)
+    num_images = check_int("num_images", num_images, minimum=1)
+    batch_size = check_int("batch_size", batch_size, minimum=1)
     if num_images < 2:
         raise ValueError(f"num_images must be >= 2 for a covariance, got {num_images}")
     z_dim, c_dim = int(G.z_dim), int(getattr(G, "c_dim", 0))
@@ -517,4 +602,5 @@ def generator_stats(G, extractor, *, num_images=50000, batch_size=32, truncation
         if devices:
             with torch.cuda.device(devices[0]):
                 torch.cuda.manual_seed(seed)
-        return compute_stats(batches(), extractor, device=device, max_items=num_images, progress=progress)
+        return compute_stats(batches(), extractor, device=device, max_items=num_images, progress=progress,
+                             keep_features=keep_features)

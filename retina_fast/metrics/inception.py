@@ -23,6 +23,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from retina_fast.checkpoints import load_torch_file, load_torchscript_file
+from retina_fast.checks import check_int
+
 FEATURE_DIM = 2048
 RESIZE_MODES = ("bilinear", "bilinear-tf1", "bicubic-pil", "none")
 NORMALIZATIONS = ("pytorch-fid", "tf")
@@ -260,8 +263,7 @@ class InceptionV3FID(nn.Module):
 
     def __init__(self, resize=299, resize_mode="bilinear", normalize="pytorch-fid"):
         super().__init__()
-        if isinstance(resize, bool) or not isinstance(resize, (int, np.integer)) or resize < MIN_SIZE:
-            raise ValueError(f"resize must be an integer >= {MIN_SIZE} pixels, got {resize!r}")
+        check_int("resize", resize, minimum=MIN_SIZE)  # pixels
         if resize_mode not in RESIZE_MODES:
             raise ValueError(f"resize_mode must be one of {RESIZE_MODES}, got {resize_mode!r}")
         if normalize not in NORMALIZATIONS:
@@ -423,24 +425,19 @@ def load_inception(path, *, resize=299, resize_mode="bilinear", normalize="pytor
                                 "inception-2015-12-05.pt there)")
     digest = "sha256:" + _file_sha256(path)[:16]
     if _is_torchscript(path):
-        try:
-            module = torch.jit.load(path, map_location="cpu").eval()
-        except Exception as e:
-            raise ValueError(f"{path}: cannot load TorchScript file: {e}") from None
+        module = load_torchscript_file(path, what="Inception weights").eval()
         net = TorchScriptExtractor(module, f"TorchScript(weights={digest})")
         with torch.no_grad():
             try:
                 out = net(torch.zeros(1, 3, 299, 299, dtype=torch.uint8))
-            except Exception as e:
-                raise ValueError(f"{path}: TorchScript module failed on uint8 [1, 3, 299, 299]: {e}") from None
+            except Exception as e:  # noqa: BLE001 - TorchScript errors carry the script's traceback
+                first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+                raise ValueError(f"{path}: TorchScript module failed on uint8 [1, 3, 299, 299]: {first}") from None
         if tuple(out.shape) != (1, FEATURE_DIM):
             raise ValueError(f"{path}: TorchScript module returns {tuple(out.shape)} features, "
                              f"expected [N, {FEATURE_DIM}]")
         return net.to(device)
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise ValueError(f"{path}: not a readable state_dict or TorchScript file: {e}") from None
+    state = load_torch_file(path, what="Inception weights")
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):

@@ -34,8 +34,7 @@ import torch
 import torch.nn.functional as F
 
 from . import _native
-from .upfirdn2d import (_get_filter_size, _output_shape, _parse_call, _parse_padding, adjoint_params,
-                        upfirdn2d)
+from .upfirdn2d import adjoint_params, get_filter_size, output_shape, parse_call, parse_padding, upfirdn2d
 
 __all__ = ["conv2d_resample", "modulate", "modulated_conv2d", "modulated_conv2d_ref", "upfirdn2d_modulate"]
 
@@ -110,8 +109,8 @@ def _resample_padding(f, up, down, padding):
         raise ValueError(f"conv2d_resample: up must be an int >= 1, got {up!r}")
     if not isinstance(down, int) or down < 1:
         raise ValueError(f"conv2d_resample: down must be an int >= 1, got {down!r}")
-    fw, fh = _get_filter_size(f)
-    px0, px1, py0, py1 = _parse_padding(padding)
+    fw, fh = get_filter_size(f)
+    px0, px1, py0, py1 = parse_padding(padding)
     if up > 1:
         px0 += (fw + up - 1) // 2
         px1 += (fw - up) // 2
@@ -289,9 +288,9 @@ def upfirdn2d_modulate(x, f, s, noise=None, up=1, down=1, padding=0, flip_filter
     if not fused:
         y = upfirdn2d(x, f, up=up, down=down, padding=padding, flip_filter=flip_filter, gain=gain, impl=impl)
         return modulate(y, s, noise, impl=impl)
-    f, up, down, pad = _parse_call(x, f, up, down, padding)
+    f, up, down, pad = parse_call(x, f, up, down, padding)
     if noise is not None:
-        _check_noise(noise, _output_shape(x, f.shape, up, down, pad), op="upfirdn2d_modulate")
+        _check_noise(noise, output_shape(x, f.shape, up, down, pad), op="upfirdn2d_modulate")
         noise = noise.to(x.dtype)
     return torch.ops.retina_fast.upfirdn2d_modulate(x, f, *up, *down, *pad, bool(flip_filter), float(gain),
                                                     s, noise)

@@ -24,7 +24,8 @@ from torch._prims_common import suggest_memory_format  # the rule ATen's suggest
 
 from . import _native
 
-__all__ = ["setup_filter", "upfirdn2d", "upfirdn2d_ref", "upsample2d", "downsample2d", "filter2d"]
+__all__ = ["setup_filter", "upfirdn2d", "upfirdn2d_ref", "upsample2d", "downsample2d", "filter2d",
+           "parse_padding", "get_filter_size", "parse_call", "output_shape"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -42,7 +43,8 @@ def _parse_scaling(name, value):
     return sx, sy
 
 
-def _parse_padding(padding):
+def parse_padding(padding):
+    """Padding (x0, x1, y0, y1) from an int, [x, y] or [x0, x1, y0, y1] ints; TypeError otherwise."""
     if isinstance(padding, (int, np.integer)) and not isinstance(padding, bool):
         padding = [int(padding), int(padding)]
     if (not isinstance(padding, (list, tuple)) or len(padding) not in (2, 4)
@@ -53,11 +55,15 @@ def _parse_padding(padding):
     return tuple(int(p) for p in padding)
 
 
-def _get_filter_size(f):
+def get_filter_size(f):
     """(fw, fh) of a 1-D or 2-D filter; (1, 1) for None."""
     if f is None:
         return 1, 1
     return int(f.shape[-1]), int(f.shape[0])
+
+
+# StyleGAN2-ADA's conv2d_resample.py calls these by their private names; kept so it can use this module.
+_parse_padding, _get_filter_size = parse_padding, get_filter_size
 
 
 def _check_inputs(x, f):
@@ -80,15 +86,15 @@ def _check_inputs(x, f):
     return f
 
 
-def _parse_call(x, f, up, down, padding):
+def parse_call(x, f, up, down, padding):
     """Checked (f, up, down, pad) of an upfirdn2d call; up, down as (x, y), pad as (x0, x1, y0, y1)."""
     f = _check_inputs(x, f)
-    up, down, pad = _parse_scaling("up", up), _parse_scaling("down", down), _parse_padding(padding)
+    up, down, pad = _parse_scaling("up", up), _parse_scaling("down", down), parse_padding(padding)
     _check_output_size(x, f, up, pad)
     return f, up, down, pad
 
 
-def _output_shape(x, f_shape, up, down, pad):
+def output_shape(x, f_shape, up, down, pad):
     """[N, C, out_h, out_w] of upfirdn2d with a 2-D filter of ``f_shape`` (up, down, pad parsed)."""
     fh, fw = f_shape
     out_h = (x.shape[2] * up[1] + pad[2] + pad[3] - fh) // down[1] + 1
@@ -98,7 +104,7 @@ def _output_shape(x, f_shape, up, down, pad):
 
 def _check_output_size(x, f, up, pad):
     upx, upy = up
-    fw, fh = _get_filter_size(f)
+    fw, fh = get_filter_size(f)
     if f.ndim == 1:
         fh = fw
     in_h, in_w = x.shape[2], x.shape[3]
@@ -179,7 +185,7 @@ def upfirdn2d(x, f, up=1, down=1, padding=0, flip_filter=False, gain=1, impl=Non
     torch.Tensor
         ``[N, C, out_h, out_w]``, same dtype and memory format as ``x``.
     """
-    f, up, down, pad = _parse_call(x, f, up, down, padding)
+    f, up, down, pad = parse_call(x, f, up, down, padding)
     if _native.resolve_impl(impl, "upfirdn2d", x.device) == "ref":
         return upfirdn2d_ref(x, f, up=up, down=down, padding=pad, flip_filter=flip_filter, gain=gain)
     if f.ndim == 1 and f.shape[0] == 1:
@@ -195,7 +201,7 @@ def upfirdn2d_ref(x, f, up=1, down=1, padding=0, flip_filter=False, gain=1):
     """Slow reference :func:`upfirdn2d` from standard PyTorch ops (zero insertion, pad, conv)."""
     f = _check_inputs(x, f)
     (upx, upy), (downx, downy) = _parse_scaling("up", up), _parse_scaling("down", down)
-    padx0, padx1, pady0, pady1 = pad = _parse_padding(padding)
+    padx0, padx1, pady0, pady1 = pad = parse_padding(padding)
     _check_output_size(x, f, (upx, upy), pad)
     n, c, in_h, in_w = x.shape
 
@@ -223,8 +229,8 @@ def upfirdn2d_ref(x, f, up=1, down=1, padding=0, flip_filter=False, gain=1):
 def upsample2d(x, f, up=2, padding=0, flip_filter=False, gain=1, impl=None):
     """Upsample by ``up`` with FIR filter ``f``; output is ``up`` times the input (plus ``padding``)."""
     upx, upy = _parse_scaling("up", up)
-    padx0, padx1, pady0, pady1 = _parse_padding(padding)
-    fw, fh = _get_filter_size(f)
+    padx0, padx1, pady0, pady1 = parse_padding(padding)
+    fw, fh = get_filter_size(f)
     p = [padx0 + (fw + upx - 1) // 2, padx1 + (fw - upx) // 2,
          pady0 + (fh + upy - 1) // 2, pady1 + (fh - upy) // 2]
     return upfirdn2d(x, f, up=(upx, upy), padding=p, flip_filter=flip_filter, gain=gain * upx * upy, impl=impl)
@@ -233,8 +239,8 @@ def upsample2d(x, f, up=2, padding=0, flip_filter=False, gain=1, impl=None):
 def downsample2d(x, f, down=2, padding=0, flip_filter=False, gain=1, impl=None):
     """Downsample by ``down`` with FIR filter ``f``; output is the input divided by ``down``."""
     downx, downy = _parse_scaling("down", down)
-    padx0, padx1, pady0, pady1 = _parse_padding(padding)
-    fw, fh = _get_filter_size(f)
+    padx0, padx1, pady0, pady1 = parse_padding(padding)
+    fw, fh = get_filter_size(f)
     p = [padx0 + (fw - downx + 1) // 2, padx1 + (fw - downx) // 2,
          pady0 + (fh - downy + 1) // 2, pady1 + (fh - downy) // 2]
     return upfirdn2d(x, f, down=(downx, downy), padding=p, flip_filter=flip_filter, gain=gain, impl=impl)
@@ -242,8 +248,8 @@ def downsample2d(x, f, down=2, padding=0, flip_filter=False, gain=1, impl=None):
 
 def filter2d(x, f, padding=0, flip_filter=False, gain=1, impl=None):
     """Filter with FIR ``f``, keeping the input size (plus ``padding``)."""
-    padx0, padx1, pady0, pady1 = _parse_padding(padding)
-    fw, fh = _get_filter_size(f)
+    padx0, padx1, pady0, pady1 = parse_padding(padding)
+    fw, fh = get_filter_size(f)
     p = [padx0 + fw // 2, padx1 + (fw - 1) // 2, pady0 + fh // 2, pady1 + (fh - 1) // 2]
     return upfirdn2d(x, f, padding=p, flip_filter=flip_filter, gain=gain, impl=impl)
 
@@ -269,7 +275,7 @@ def adjoint_params(params, f_shape, x_hw, y_hw):
 if _native.AVAILABLE:
     @torch.library.register_fake("retina_fast::upfirdn2d")
     def _upfirdn2d_fake(x, f, upx, upy, downx, downy, px0, px1, py0, py1, flip, gain):
-        shape = _output_shape(x, f.shape, (upx, upy), (downx, downy), (px0, px1, py0, py1))
+        shape = output_shape(x, f.shape, (upx, upy), (downx, downy), (px0, px1, py0, py1))
         # The kernels return x's suggested memory format (channels_last stays channels_last).
         return torch.empty(shape, dtype=x.dtype, device=x.device, memory_format=suggest_memory_format(x))
 

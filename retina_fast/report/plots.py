@@ -3,10 +3,13 @@ import os
 
 import numpy as np
 
-__all__ = ["histogram_plot", "box_plot", "save_figure"]
+from retina_fast.fileio import atomic_write
+
+__all__ = ["histogram_plot", "box_plot", "pyplot", "save_figure"]
 
 
-def _pyplot():
+def pyplot():
+    """``matplotlib.pyplot`` on the Agg backend (imported on first use: no display needed)."""
     import matplotlib
     matplotlib.use("Agg", force=False)  # never needs a display; a no-op if a backend is already in use
     import matplotlib.pyplot as plt
@@ -14,18 +17,15 @@ def _pyplot():
 
 
 def save_figure(fig, path, dpi=120):
-    """Save `fig` as PNG to `path` through a temp name and a rename, then close it."""
-    plt = _pyplot()
+    """Save `fig` as PNG to `path` atomically (`retina_fast.fileio.atomic_write`), then close it."""
+    plt = pyplot()
     path = os.fspath(path)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = f"{path}.tmp{os.getpid()}"
     try:
-        fig.savefig(tmp, format="png", dpi=dpi, bbox_inches="tight")
-        os.replace(tmp, path)
+        with atomic_write(path) as f:
+            fig.savefig(f, format="png", dpi=dpi, bbox_inches="tight")
     finally:
         plt.close(fig)
-        if os.path.exists(tmp):
-            os.remove(tmp)
     return path
 
 
@@ -36,7 +36,7 @@ def _finite(v):
 
 def histogram_plot(groups, path, *, title="", xlabel="", bins=30):
     """Overlaid histograms (density) of each group: `groups` is {label: values}; NaNs are dropped."""
-    plt = _pyplot()
+    plt = pyplot()
     data = {k: _finite(v) for k, v in groups.items()}
     allv = np.concatenate([v for v in data.values() if v.size] or [np.zeros(0)])
     fig, ax = plt.subplots(figsize=(6, 4))
@@ -57,7 +57,7 @@ def histogram_plot(groups, path, *, title="", xlabel="", bins=30):
 
 def box_plot(groups, path, *, title="", ylabel=""):
     """Side-by-side box plots (median, quartiles, 1.5 IQR whiskers) of each group in `groups`."""
-    plt = _pyplot()
+    plt = pyplot()
     labels = list(groups)
     data = [_finite(groups[k]) for k in labels]
     fig, ax = plt.subplots(figsize=(4.5, 4))

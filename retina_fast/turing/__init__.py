@@ -1,8 +1,13 @@
 """Visual Turing test of real vs synthetic fundus photographs.
 
-Modules: ``app`` (FastAPI server: admin API, reader API and pages), ``db`` (schema and queries),
-``study`` (building a study from two image folders), ``reencode`` (uniform, metadata-free PNG copies),
-``cli`` (``retina-fast turing ...``); ``analyze``/``simulate`` work on the exported answers.
+Modules: ``app`` (FastAPI server: one router per resource, reader API, admin studies, admin export,
+pages), ``db`` (schema and every query), ``study`` (building a study from two image folders),
+``reencode`` (uniform, metadata-free PNG copies), ``constants`` (export columns, specialties, groupings,
+metrics: shared by the server and the analysis), ``cli`` (``retina-fast turing ...``, all three
+sub-commands). On the exported answers: ``analyze`` (the entry point, in order: ``export`` reads and
+checks the file, ``groups`` groups the readers, ``summary`` computes per-reader and per-group metrics,
+``gee`` fits the models, ``tables`` writes Markdown; the figure is ``retina_fast.report.turing_figure``)
+and ``simulate`` (reader panels with planted effects).
 
 Workflow::
 

@@ -1,7 +1,7 @@
 """Simulated reader panels for the image Turing test, with known (planted) group effects.
 
 The simulated answers have the export format of the Turing-test app (one row per answer, see
-``retina_fast.turing.analyze.EXPORT_COLUMNS``), so that the analysis can be validated on data whose
+``retina_fast.turing.constants.EXPORT_COLUMNS``), so that the analysis can be validated on data whose
 truth is known and demonstrated before any real reader has taken the test.
 
 Answer model (conditional, i.e. given the reader and the image), for reader r of experience group g
@@ -33,7 +33,6 @@ __all__ = [
     "DEFAULT_EFFECTS",
     "DEFAULT_TIME_SHIFTS",
     "GroupEffect",
-    "demo_tables",
     "planted_effects",
     "simulate_panel_on_images",
     "simulate_readers",
@@ -279,7 +278,7 @@ def simulate_readers(panel=None, *, n_real=50, n_synthetic=50, effects=None, bas
                 "answered_at": [t.isoformat() for t in answered_at], "source": sources[order]}))
     export = pd.concat(rows, ignore_index=True)
     if path is not None:
-        from retina_fast.data.dataset import write_text_atomic
+        from retina_fast.fileio import write_text_atomic
         write_text_atomic(os.fspath(path), export.to_csv(index=False))
     if not return_truth:
         return export
@@ -327,39 +326,3 @@ def simulate_panel_on_images(real_images, synthetic_images, *, seed=0, **kwargs)
     return simulate_readers(real_sources=_image_names(real_images, "real_images"),
                             synthetic_sources=_image_names(synthetic_images, "synthetic_images"),
                             seed=seed, **kwargs)
-
-
-def demo_tables(real_images, synthetic_images, out_dir=None, *, seed=0, verbose=True, **kwargs):
-    """Simulate the paper's reader panel on the given images, analyse it, print the tables.
-
-    Parameters
-    ----------
-    real_images, synthetic_images : str, os.PathLike or sequence
-        As ``simulate_panel_on_images``.
-    out_dir : str or os.PathLike, optional
-        Write the simulated export (``simulated_export.csv``) and every analysis output here.
-    seed : int
-        Seed of the simulation.
-    verbose : bool
-        Print the Markdown tables (and say that the readers are simulated).
-    **kwargs
-        Passed to ``simulate_readers``.
-
-    Returns
-    -------
-    TuringAnalysis
-        The result of ``retina_fast.turing.analyze.analyze`` on the simulated export.
-    """
-    from .analyze import analyze
-    export = simulate_panel_on_images(real_images, synthetic_images, seed=seed,
-                                      path=None if out_dir is None else _prepared(out_dir), **kwargs)
-    result = analyze(export, out_dir=out_dir)
-    if verbose:
-        print("## Image Turing test on SIMULATED readers (demo: known planted effects, not real answers)\n")
-        print(result.markdown)
-    return result
-
-
-def _prepared(out_dir):
-    os.makedirs(out_dir, exist_ok=True)
-    return os.path.join(out_dir, "simulated_export.csv")

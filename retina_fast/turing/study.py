@@ -1,16 +1,17 @@
 """Build a study from a folder of real and a folder of synthetic images."""
 import os
 import secrets
-import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 
 import numpy as np
-from sqlalchemy import insert, select
 from tqdm import tqdm
 
+from retina_fast.checks import check_int
+from retina_fast.fileio import temp_name
+
 from . import db
-from .reencode import IMAGE_SUFFIXES, image_max_side, reencode
+from .reencode import IMAGE_SUFFIXES, image_max_side, plan_geometry, reencode
 
 
 def _folder(path, arg, data_root):
@@ -46,13 +47,12 @@ def list_images(folder, arg, data_root=None):
 def _pick(files, n, arg, rng):
     if n is None:
         return files
-    if not isinstance(n, int) or not 1 <= n <= len(files):
-        raise ValueError(f"{arg} must be an int in 1..{len(files)} (images available), got {n!r}")
+    n = check_int(arg, n, 1, len(files))   # at most the images available
     return [files[i] for i in sorted(rng.choice(len(files), n, replace=False))]
 
 
 def create_study(engine, store, name, real_dir, synthetic_dir, seed, n_real=None, n_synthetic=None,
-                 max_side=1024, data_root=None, progress=False, workers=None):
+                 max_side=1024, data_root=None, progress=False, workers=None, geometry="auto"):
     """Create a study: pick, shuffle (seeded), re-encode and register the images.
 
     Parameters
@@ -77,6 +77,9 @@ def create_study(engine, store, name, real_dir, synthetic_dir, seed, n_real=None
         Show a tqdm bar while re-encoding.
     workers : int or None
         Re-encoding threads (None: ``min(4, os.cpu_count())``).
+    geometry : {'auto', 'fov', 'crop'}
+        How every image is placed in the square (`retina_fast.turing.reencode.plan_geometry`): by
+        default on its field of view, outside it black, when every image shows one.
 
     Returns
     -------
@@ -85,14 +88,11 @@ def create_study(engine, store, name, real_dir, synthetic_dir, seed, n_real=None
     """
     if not isinstance(name, str) or not name.strip():
         raise ValueError(f"name must be a non-empty string, got {name!r}")
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise ValueError(f"seed must be a non-negative int, got {seed!r}")
-    if isinstance(max_side, bool) or not isinstance(max_side, int) or not 16 <= max_side <= 8192:
-        raise ValueError(f"max_side must be an int in 16..8192, got {max_side!r}")
+    seed = check_int("seed", seed, 0)
+    max_side = check_int("max_side", max_side, 16, 8192)
     if workers is None:
         workers = min(4, os.cpu_count() or 1)
-    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
-        raise ValueError(f"workers must be a positive int, got {workers!r}")
+    workers = check_int("workers", workers, 1)
     root = Path(data_root).resolve() if data_root is not None else None
     real = list_images(_folder(real_dir, "real_dir", root), "real_dir", root)
     synth = list_images(_folder(synthetic_dir, "synthetic_dir", root), "synthetic_dir", root)
@@ -101,6 +101,8 @@ def create_study(engine, store, name, real_dir, synthetic_dir, seed, n_real=None
              + [("synthetic", f) for f in _pick(synth, n_synthetic, "n_synthetic", rng)])
     items = [items[i] for i in rng.permutation(len(items))]
     size = min(max_side, max(image_max_side(f) for _, f in items))
+    # one placement for every image, so that framing and padding cannot tell the arms apart
+    placement = plan_geometry([f for _, f in items], size, geometry, workers)
 
     store = Path(store).resolve()
     store.mkdir(parents=True, exist_ok=True)
@@ -111,7 +113,7 @@ def create_study(engine, store, name, real_dir, synthetic_dir, seed, n_real=None
         # Submitted in the shuffled display order, so file times on disk do not sort real before
         # synthetic. Threads: Pillow releases the GIL while decoding, resizing and encoding.
         with ThreadPoolExecutor(workers) as pool:
-            futures = [pool.submit(reencode, f, t, size) for (_, f), t in zip(items, targets)]
+            futures = [pool.submit(reencode, f, t, size, placement) for (_, f), t in zip(items, targets)]
             try:
                 for fut in tqdm(as_completed(futures), total=len(futures), desc="re-encoding", unit="img",
                                 disable=not progress):
@@ -121,23 +123,12 @@ def create_study(engine, store, name, real_dir, synthetic_dir, seed, n_real=None
                     fut.cancel()
                 raise
         with engine.begin() as conn:
-            sid = conn.execute(db.studies.insert().values(
-                name=name.strip(), seed=seed, size=size, store_dir=str(store),
-                created_at=time.time())).inserted_primary_key[0]
-            conn.execute(insert(db.images), [
-                {"id": iid, "study_id": sid, "position": pos, "truth": truth, "source": f.name}
+            sid = db.add_study(conn, name.strip(), seed, size, str(store), [
+                {"id": iid, "position": pos, "truth": truth, "source": f.name}
                 for pos, (iid, (truth, f)) in enumerate(zip(ids, items))])
     except BaseException:
         for t in targets:  # no orphan images of a study that does not exist (the pool has finished)
             t.unlink(missing_ok=True)
-            t.with_name(t.name + ".tmp").unlink(missing_ok=True)
+            Path(temp_name(t)).unlink(missing_ok=True)  # threads of this process: this pid
         raise
     return sid, len(items)
-
-
-def image_path(conn, image_id):
-    """Stored PNG path of an image id known to the database (never built from unchecked input)."""
-    row = conn.execute(select(db.images.c.id, db.studies.c.store_dir)
-                       .join(db.studies, db.images.c.study_id == db.studies.c.id)
-                       .where(db.images.c.id == image_id)).first()
-    return None if row is None else Path(row[1]) / f"{row[0]}.png"

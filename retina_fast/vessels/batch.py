@@ -1,6 +1,8 @@
 """Vessel metrics over a folder or a StyleGAN2-ADA dataset: segmentation, amount, zone-B SNR -> CSV.
 
-One row per image (`CSV_COLUMNS`). An image that cannot be read, segmented or measured gets a row
+One row per image (`CSV_COLUMNS`). ``snr``/``snr_db`` are the zone-B ratio of the chosen kind
+(``snr_kind``: 'signal', the paper's literal signal / noise, by default); ``snr_signal`` and
+``snr_contrast`` hold both kinds, measured at the same points (see `retina_fast.vessels.snr`). An image that cannot be read, segmented or measured gets a row
 with a `reason` and NaNs; the batch goes on. The CSV is written to a temporary name, then renamed.
 """
 import csv
@@ -13,12 +15,13 @@ import sys
 import numpy as np
 from tqdm import tqdm
 
+from retina_fast.checks import check_int
 from retina_fast.data.dataset import DatasetReader, list_images
 from retina_fast.data.prepare import read_manifest
 
 from .amount import check_mask, vessel_amount
 from .skeleton import skeletonize
-from .snr import zone_b_snr
+from .snr import KINDS, zone_b_snr
 
 __all__ = ["CSV_COLUMNS", "measure_image", "measure_folder", "read_metrics_csv",
            "write_rows_csv"]
@@ -26,7 +29,8 @@ __all__ = ["CSV_COLUMNS", "measure_image", "measure_folder", "read_metrics_csv",
 CSV_COLUMNS = ("image", "vessel_pixels", "vessel_fraction", "skeleton_length", "snr", "snr_db", "n_points",
                "disc_row", "disc_col", "disc_radius", "reason",
                # extra, after the agreed columns
-               "n_segments", "skeleton_chain_length", "fov_pixels", "disc_source", "label")
+               "n_segments", "skeleton_chain_length", "fov_pixels", "disc_source", "label",
+               "snr_kind", "snr_signal", "snr_contrast")
 _NAN = float("nan")
 
 
@@ -44,27 +48,31 @@ def measure_image(image, vessel_mask, disc_center=None, disc_radius=None, *, fov
     fov_mask : (H, W) bool array, optional
         Field of view for the amount fractions.
     **snr_kwargs
-        Passed to `zone_b_snr` (zone, halfwidth, points_per_vessel, ...).
+        Passed to `zone_b_snr` (kind, zone, halfwidth, points_per_vessel, ...).
 
     Returns
     -------
     dict
         The `CSV_COLUMNS` fields except image, disc_source and label.
     """
+    kind = snr_kwargs.get("kind", "signal")
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {list(KINDS)}, got {kind!r}")
     mask = check_mask(vessel_mask, "vessel_mask", np.shape(image)[:2])
     skeleton = skeletonize(mask)
     amount = vessel_amount(mask, fov_mask, skeleton=skeleton)
     row = {"vessel_pixels": amount.vessel_pixels, "vessel_fraction": amount.vessel_fraction,
            "skeleton_length": amount.skeleton_length, "skeleton_chain_length": amount.skeleton_chain_length,
            "fov_pixels": amount.fov_pixels, "snr": _NAN, "snr_db": _NAN, "n_points": 0, "n_segments": 0,
-           "disc_row": _NAN, "disc_col": _NAN, "disc_radius": _NAN, "reason": ""}
+           "disc_row": _NAN, "disc_col": _NAN, "disc_radius": _NAN, "reason": "", "snr_kind": kind,
+           "snr_signal": _NAN, "snr_contrast": _NAN}
     if disc_center is None or disc_radius is None:
         row["reason"] = "disc_not_found"
         return row
     row.update(disc_row=float(disc_center[0]), disc_col=float(disc_center[1]), disc_radius=float(disc_radius))
     res = zone_b_snr(image, mask, disc_center, disc_radius, skeleton=skeleton, **snr_kwargs)
     row.update(snr=res.snr, snr_db=res.snr_db, n_points=res.n_points, n_segments=res.n_segments,
-               reason=res.reason)
+               reason=res.reason, snr_signal=res.snr_signal, snr_contrast=res.snr_contrast)
     return row
 
 
@@ -130,7 +138,7 @@ def _measure_one(item):
     job = _JOB
     row = {c: _NAN for c in CSV_COLUMNS}
     row.update(image=name, label="" if label is None else label, n_points=0, n_segments=0, reason="",
-               disc_source="")
+               disc_source="", snr_kind=job["snr_kwargs"].get("kind", "signal"))
     try:
         image = job["reader"].read(name)
     except Exception as e:  # noqa: BLE001 - one unreadable file must not stop the batch
@@ -175,19 +183,26 @@ def measure_folder(path, out_csv=None, *, workers=2, segmenter=None, disc_detect
     progress : bool
         Show a tqdm bar on stderr.
     limit : int, optional
-        Measure only the first `limit` images.
+        Measure only the first `limit` (>= 1) images.
     **snr_kwargs
-        Passed to `zone_b_snr` (zone='radii' or 'diameters', halfwidth, ...).
+        Passed to `zone_b_snr` (kind='signal' or 'contrast' for the ``snr`` column, zone='radii' or
+        'diameters', halfwidth, ...).
 
     Returns
     -------
     list of dict
         The rows, in listing order.
     """
+    kind = snr_kwargs.get("kind", "signal")
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {list(KINDS)}, got {kind!r}")
     path = os.fspath(path)
     if not os.path.exists(path):
         raise ValueError(f"no such folder or dataset: {path!r}")
+    check_int("limit", limit, minimum=1, allow_none=True)
     items = list_images(path)
+    if not items:
+        raise ValueError(f"no images in {path!r} (PNG, JPEG, TIFF, BMP, or a dataset)")
     if limit is not None:
         items = items[:int(limit)]
     # forked workers cannot use a CUDA context: with a pool the default segmenter stays on the CPU

@@ -159,19 +159,25 @@ def _p(p):
     return "< 0.001" if p < 0.001 else f"{p:.3f}"
 
 
-def comparison_table(comparisons, groups=("real", "synthetic")):
+def comparison_table(comparisons, groups=("real", "synthetic"), ks=None):
     """Markdown table like the paper's: one row per metric, both groups' mean +- SD, p, d.
 
     `groups` names the first (``real_values``) and second (``synthetic_values``) group in the header.
+    `ks`, one (distance, p) per comparison (e.g. `scipy.stats.ks_2samp`), adds a two-sample
+    Kolmogorov-Smirnov column.
     """
     a, b = groups
+    if ks is not None and len(ks) != len(comparisons):
+        raise ValueError(f"ks has {len(ks)} entries for {len(comparisons)} comparisons")
     lines = [(f"| metric | {a} (mean ± SD) | {b} (mean ± SD) | difference (95 % CI, Welch) "
-              f"| % of {a} | p (Student) | p (Welch) | Cohen's d (95 % CI) | n {a} / {b} |"),
-             "|---|---|---|---|---:|---:|---:|---|---|"]
-    for c in comparisons:
+              f"| % of {a} | p (Student) | p (Welch) | Cohen's d (95 % CI) | n {a} / {b} |"
+              + (" KS distance (p) |" if ks is not None else "")),
+             "|---|---|---|---|---:|---:|---:|---|---|" + ("---|" if ks is not None else "")]
+    for i, c in enumerate(comparisons):
         lines.append(
             f"| {c.name} | {_fmt(c.mean_real)} ± {_fmt(c.sd_real)} | {_fmt(c.mean_synthetic)} ± "
             f"{_fmt(c.sd_synthetic)} | {_fmt(c.mean_difference)} ({_fmt(c.ci_welch[0])}, {_fmt(c.ci_welch[1])}) "
             f"| {_fmt(c.difference_pct_of_real, 3)} | {_p(c.p_student)} | {_p(c.p_welch)} | "
-            f"{c.cohens_d:.2f} ({c.ci_d[0]:.2f}, {c.ci_d[1]:.2f}) | {c.n_real} / {c.n_synthetic} |")
+            f"{c.cohens_d:.2f} ({c.ci_d[0]:.2f}, {c.ci_d[1]:.2f}) | {c.n_real} / {c.n_synthetic} |"
+            + (f" {ks[i][0]:.3f} ({_p(ks[i][1])}) |" if ks is not None else ""))
     return "\n".join(lines) + "\n"

@@ -42,7 +42,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .segment import _check_image, estimate_fov_mask
+from retina_fast.checkpoints import build_on_meta, check_state_dict, load_torch_file
+from retina_fast.device import resolve_device
+from retina_fast.fileio import atomic_write
+
+from .auc import pixel_auc
+from .image import check_image, estimate_fov_mask
 
 CHECKPOINT_FORMAT = "retina_fast.vessels.fpn/1"
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".gif", ".bmp", ".ppm")
@@ -65,13 +70,7 @@ class SegModel:
 
 
 def _resolve_device(device):
-    if device is None or device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if not isinstance(device, str) or not (device == "cpu" or device.startswith("cuda")):
-        raise ValueError(f"device must be 'cpu', 'cuda[:N]', 'auto' or None, got {device!r}")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise RuntimeError(f"device={device!r} but torch sees no CUDA GPU")
-    return device
+    return str(resolve_device(device))  # SegModel.device is a string
 
 
 def build_model(encoder_name="resnet18", *, pyramid_channels=128, segmentation_channels=64,
@@ -102,7 +101,7 @@ def normalise_image(image, fov_mask):
 
     Standardising per image makes the network indifferent to exposure and colour balance.
     """
-    a = _check_image(image)
+    a = check_image(image)
     if a.ndim == 2:
         a = np.repeat(a[..., None], 3, axis=2)
     x = a.astype(np.float32)
@@ -132,7 +131,7 @@ def _scaled_shape(shape, short_side):
 
 def _prepare_pair(image, vessel_mask, fov_mask, short_side):
     """Network input, label and valid mask of one training pair, rescaled to `short_side`."""
-    a = _check_image(image)
+    a = check_image(image)
     v = np.asarray(vessel_mask)
     if v.shape != a.shape[:2]:
         raise ValueError(f"vessel mask {v.shape} does not match image {a.shape[:2]}")
@@ -299,15 +298,9 @@ def seg_loss(logits, target, valid):
 
 
 def _save_atomic(obj, path):
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with atomic_write(path) as f:
+        torch.save(obj, f)
 
 
 def train_seg(pairs_or_dir, out_checkpoint, *, epochs=10, batch_size=8, crop=256, lr=1e-3, device=None,
@@ -430,12 +423,15 @@ def load_model(checkpoint, device="cpu"):
     path = Path(s)
     if not path.is_file():
         raise FileNotFoundError(f"FPN checkpoint not found: {path}")
-    try:
-        ck = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # truncated / not a torch file
-        raise ValueError(f"cannot read FPN checkpoint {path}: {e}") from e
+    ck = load_torch_file(path, what="FPN checkpoint")
     if not isinstance(ck, dict) or ck.get("format") != CHECKPOINT_FORMAT:
         raise ValueError(f"{path} is not a retina_fast FPN checkpoint (format {CHECKPOINT_FORMAT!r})")
+    where = f"FPN checkpoint {str(path)!r}"
+    if not isinstance(ck.get("config"), dict):
+        raise ValueError(f"{where} has no 'config' dict")
+    # The config's sizes are checked against the stored weights before a network of that size exists.
+    meta = build_on_meta(lambda: build_model(**_model_kwargs(ck["config"])), where, "its config")
+    check_state_dict(meta, ck.get("state_dict"), where, what="its config")
     device = _resolve_device(device)
     net = build_model(**_model_kwargs(ck["config"]))
     net.load_state_dict(ck["state_dict"])
@@ -506,7 +502,7 @@ def predict(image, checkpoint, *, device=None, fov_mask=None, tile=512, overlap=
     overlap = tile // 8 if overlap is None else int(overlap)
     if not 0 <= overlap < tile // 2:
         raise ValueError(f"overlap must be in [0, tile / 2), got {overlap}")
-    a = _check_image(image)
+    a = check_image(image)
     model = load_model(checkpoint, device=device)  # a SegModel is used as is, on its own device
     fov = estimate_fov_mask(a) if fov_mask is None else np.asarray(fov_mask).astype(bool)
     x = normalise_image(a, fov)
@@ -523,7 +519,6 @@ def predict(image, checkpoint, *, device=None, fov_mask=None, tile=512, overlap=
 def evaluate_phantoms(checkpoint, n=3, *, seed=0, size=DEFAULT_PHANTOM_SIZE, device=None):
     """Pixel AUC (inside the FOV) of an FPN on `n` held-out phantoms (seeds seed*100000 + 50000 + i)."""
     from retina_fast.data.phantom import make_fundus
-    from .segment import pixel_auc
 
     model = load_model(checkpoint, device=device)
     aucs = []
@@ -532,56 +527,3 @@ def evaluate_phantoms(checkpoint, n=3, *, seed=0, size=DEFAULT_PHANTOM_SIZE, dev
         fov = estimate_fov_mask(image)
         aucs.append(pixel_auc(predict(image, model, fov_mask=fov), truth.vessel_mask, fov))
     return aucs
-
-
-# ------------------------------------------------------------------------------------------- CLI
-
-
-def add_arguments(parser):
-    """Arguments of `retina-fast vessels train-seg`."""
-    parser.add_argument("--data", default=None,
-                        help="HRF/DRIVE-like folder (images/ + manual1/ or masks/ ...); default: phantoms")
-    parser.add_argument("--phantoms", type=int, default=64, help="number of training phantoms (no --data)")
-    parser.add_argument("--phantom-size", type=int, nargs=2, default=list(DEFAULT_PHANTOM_SIZE),
-                        metavar=("H", "W"), help="training phantom size, px")
-    parser.add_argument("--out", required=True, help="checkpoint path to write")
-    parser.add_argument("--epochs", type=int, default=10)
-    parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--crop", type=int, default=256, help="crop side, px (multiple of 32)")
-    parser.add_argument("--crops-per-image", type=int, default=16, help="crops per image per epoch")
-    parser.add_argument("--lr", type=float, default=1e-3)
-    parser.add_argument("--short-side", type=int, default=None,
-                        help="rescale images to this short side, px (default: phantom short side / as is)")
-    parser.add_argument("--encoder", default="resnet18", help="smp encoder name (random init)")
-    parser.add_argument("--device", default="auto", help="cpu, cuda or auto")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=None,
-                        help="torch CPU threads (default: torch's); 1 is much faster on a busy machine")
-    parser.add_argument("--max-steps", type=int, default=None, help="stop after this many steps")
-    parser.add_argument("--eval-phantoms", type=int, default=3,
-                        help="held-out phantoms to report pixel AUC on after training (0: none)")
-    return parser
-
-
-def main(args):
-    """Run `retina-fast vessels train-seg` with parsed `args`; returns the exit status."""
-    if args.threads is not None:
-        if args.threads < 1:
-            raise ValueError(f"--threads must be >= 1, got {args.threads}")
-        torch.set_num_threads(args.threads)
-    source = args.data if args.data is not None else args.phantoms
-    result = train_seg(source, args.out, epochs=args.epochs, batch_size=args.batch_size, crop=args.crop,
-                       lr=args.lr, device=args.device, seed=args.seed,
-                       crops_per_image=args.crops_per_image, phantom_size=tuple(args.phantom_size),
-                       short_side=args.short_side, encoder_name=args.encoder, max_steps=args.max_steps)
-    losses = result["losses"]
-    k = max(1, len(losses) // 10)
-    print(f"trained {result['steps']} steps on {result['n_images']} images; loss "
-          f"{np.mean(losses[:k]):.4f} (first {k}) -> {np.mean(losses[-k:]):.4f} (last {k}); "
-          f"checkpoint {result['checkpoint']}")
-    if args.eval_phantoms > 0:
-        aucs = evaluate_phantoms(args.out, args.eval_phantoms, seed=args.seed,
-                                 size=tuple(args.phantom_size), device=args.device)
-        print(f"held-out phantom pixel AUC: {np.mean(aucs):.4f} "
-              f"({', '.join(f'{a:.4f}' for a in aucs)})")
-    return 0

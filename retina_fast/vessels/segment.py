@@ -48,9 +48,10 @@ path. See `retina_fast.vessels.fpn`.
 
 Field of view
 -------------
-`fov_mask=None` estimates it: pixels whose red channel (the image itself for 2-D input) exceeds 15 %
-of its 99th percentile (at least 8 grey levels on a 0-255 scale), holes filled, largest component kept.
-Both prob and mask are 0 outside the FOV.
+`fov_mask=None` estimates it (`retina_fast.vessels.image.estimate_fov_mask`): pixels whose red channel
+(the image itself for 2-D input) exceeds 15 % of its 99th percentile (at least 8 grey levels on a 0-255
+scale), holes filled, largest component kept. Both prob and mask are 0 outside the FOV. The pixel AUC
+of a result against a truth mask is `retina_fast.vessels.auc.pixel_auc`.
 
 Device
 ------
@@ -63,6 +64,7 @@ import math
 import numpy as np
 from scipy import ndimage as ndi
 
+from .image import check_fov_mask, check_image, estimate_fov_mask, image_channel
 from .skeleton import skeletonize  # scikit-image's 2-D skeleton, identical output, faster
 
 METHODS = ("hessian", "fpn")
@@ -109,83 +111,6 @@ class SegmentationResult:
     mask: np.ndarray
     fov_mask: np.ndarray = None
     threshold: float = None
-
-
-# ----------------------------------------------------------------------------------------- input
-
-
-def _check_image(image):
-    """Validate `image`; return it as an ndarray (H, W) or (H, W, 3)."""
-    if image is None:
-        raise TypeError("image must be an (H, W, 3) RGB or (H, W) array, got None")
-    a = np.asarray(image)
-    if a.dtype == object or a.dtype.kind not in "uif":
-        raise TypeError(f"image must have an integer or float dtype (uint8 RGB expected), got {a.dtype}")
-    if a.ndim == 3 and a.shape[2] == 4:
-        a = a[..., :3]
-    if not (a.ndim == 2 or (a.ndim == 3 and a.shape[2] == 3)):
-        raise ValueError(f"image must be (H, W, 3) RGB or (H, W), got shape {a.shape}")
-    if a.shape[0] < 16 or a.shape[1] < 16:
-        raise ValueError(f"image is empty or too small (need at least 16 x 16 px), got shape {a.shape}")
-    if a.dtype.kind == "f" and not np.isfinite(a).all():
-        raise ValueError("image contains NaN or infinite values")
-    return a
-
-
-def _channel(a, c):
-    """Channel `c` of an (H, W, 3) image or the 2-D image itself, as float32 on a 0-255 scale."""
-    x = a[..., c] if a.ndim == 3 else a
-    x = x.astype(np.float32)
-    if a.dtype.kind == "f" and a.size and float(np.max(a)) <= 1.0:
-        x = x * np.float32(255.0)  # float images in [0, 1]
-    elif a.dtype.kind in "ui" and a.dtype.itemsize > 1:
-        x = x * np.float32(255.0 / max(float(np.max(a)), 1.0))
-    return x
-
-
-def estimate_fov_mask(image):
-    """Field-of-view mask of a fundus photograph by a threshold on the red channel.
-
-    Parameters
-    ----------
-    image : (H, W, 3) RGB or (H, W) array
-        For 2-D input the image itself is thresholded.
-
-    Returns
-    -------
-    (H, W) bool array
-        Pixels over max(8, 0.15 * 99th percentile) grey levels (0-255 scale), holes filled, largest
-        connected component. This is the quick mask segmentation needs; the fitted circle is
-        `retina_fast.data.fov.find_fov`.
-    """
-    a = _check_image(image)
-    red = _channel(a, 0)
-    level = max(8.0, 0.15 * float(np.percentile(red[::4, ::4], 99)))
-    m = red > level
-    lab, n = ndi.label(m)
-    if n == 0:
-        return m
-    m = lab == (np.argmax(np.bincount(lab.ravel())[1:]) + 1)
-    # hole filling: background components that do not touch the frame are holes
-    bg, nb = ndi.label(~m)
-    edge = np.unique(np.concatenate([bg[0], bg[-1], bg[:, 0], bg[:, -1]]))
-    holes = np.ones(nb + 1, bool)
-    holes[edge] = False
-    holes[0] = False
-    return m | holes[bg]
-
-
-def _check_fov(fov_mask, shape):
-    m = np.asarray(fov_mask)
-    if m.shape != tuple(shape):
-        raise ValueError(f"fov_mask must have the image's shape {tuple(shape)}, got {m.shape}")
-    if m.dtype != bool:
-        if m.dtype.kind not in "uif":
-            raise TypeError(f"fov_mask must be boolean, got {m.dtype}")
-        m = m != 0
-    if not m.any():
-        raise ValueError("fov_mask is empty: no pixel inside the field of view")
-    return m
 
 
 # -------------------------------------------------------------------------------- array modules
@@ -395,7 +320,7 @@ def _segment_hessian(a, fov, threshold, sigmas, contrast, device):
     if sigmas is None:
         sigmas = default_sigmas(a.shape)
     sigmas = sorted(float(s) for s in np.atleast_1d(sigmas))
-    green = _channel(a, 1)
+    green = image_channel(a, 1)
     on_device = xp is not np
     g = xp.asarray(green) if on_device else green
     f = xp.asarray(fov) if on_device else fov
@@ -454,8 +379,8 @@ def segment(image, method="hessian", *, fov_mask=None, threshold=None, checkpoin
     """
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
-    a = _check_image(image)
-    fov = estimate_fov_mask(a) if fov_mask is None else _check_fov(fov_mask, a.shape[:2])
+    a = check_image(image)
+    fov = estimate_fov_mask(a) if fov_mask is None else check_fov_mask(fov_mask, a.shape[:2])
     if not fov.any():
         raise ValueError("no field of view found: the image is black (all pixels below 8 grey levels)")
     if method == "hessian":
@@ -471,52 +396,3 @@ def segment(image, method="hessian", *, fov_mask=None, threshold=None, checkpoin
     prob = fpn.predict(a, checkpoint, device=device, fov_mask=fov, tile=tile)
     t = DEFAULT_THRESHOLD if threshold is None else threshold
     return SegmentationResult(prob, threshold_mask(prob, fov, t), fov, float(t))
-
-
-# ------------------------------------------------------------------------------------------- AUC
-
-
-def pixel_auc(prob, truth_mask, valid=None):
-    """Area under the ROC curve of `prob` as a pixel classifier of `truth_mask`.
-
-    Rank-based (Mann-Whitney U): the probability that a random vessel pixel scores higher than a
-    random background pixel, ties counting one half.
-
-    Parameters
-    ----------
-    prob : (H, W) float array
-    truth_mask : (H, W) bool array
-    valid : (H, W) bool array, optional
-        Only these pixels are counted (e.g. the FOV).
-
-    Returns
-    -------
-    float in [0, 1]
-    """
-    p = np.asarray(prob)
-    t = np.asarray(truth_mask)
-    if p.shape != t.shape:
-        raise ValueError(f"prob {p.shape} and truth_mask {t.shape} must have the same shape")
-    if p.dtype.kind not in "uifb":
-        raise TypeError(f"prob must be numeric, got {p.dtype}")
-    if valid is not None:
-        v = np.asarray(valid)
-        if v.shape != p.shape:
-            raise ValueError(f"valid {v.shape} must have prob's shape {p.shape}")
-        p, t = p[v.astype(bool)], t[v.astype(bool)]
-    p = p.ravel()
-    t = t.ravel().astype(bool)
-    if p.dtype.kind == "f" and not np.isfinite(p).all():
-        raise ValueError("prob contains NaN or infinite values")
-    n_pos = int(t.sum())
-    n_neg = t.size - n_pos
-    if n_pos == 0 or n_neg == 0:
-        raise ValueError(f"AUC needs both classes: {n_pos} positive and {n_neg} negative pixels")
-    # per distinct score: positives and negatives with that score; each positive beats every negative
-    # with a lower score and half of those with the same score
-    _, inv = np.unique(p, return_inverse=True)
-    pos = np.bincount(inv, weights=t, minlength=inv.max() + 1)
-    neg = np.bincount(inv, minlength=inv.max() + 1) - pos
-    neg_below = np.cumsum(neg) - neg
-    u = float(np.dot(pos, neg_below) + 0.5 * np.dot(pos, neg))
-    return u / (float(n_pos) * float(n_neg))

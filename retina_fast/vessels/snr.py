@@ -9,10 +9,18 @@ the vessel direction is fitted to the nearby skeleton, and along the perpendicul
 - noise  = standard deviation (ddof=1) of the `halfwidth` pixels on each side just outside the vessel
   wall, after a `gap` of pixels that skips the partial-volume rim. The perpendicular is walked one pixel
   per step along its dominant axis and the pixels are read without interpolation, which would smooth
-  the noise away. Pixels of other vessels are skipped.
+  the noise away. Pixels of other vessels are skipped. The mean of the same pixels is the point's
+  background.
 
-The image SNR is the mean of the point SNRs. SNR is an amplitude ratio (intensity / intensity SD), so
-``snr_db = 20 log10(snr)``.
+Two ratios per point (`KINDS`):
+
+- ``'signal'`` (default): signal / noise, the paper's literal definition;
+- ``'contrast'``: |background - signal| / noise, the contrast-to-noise ratio (CNR): how far the vessel
+  stands out of the background, in background SDs. Unlike the literal ratio it does not grow with the
+  overall brightness of the image.
+
+The image SNR is the mean of the point ratios. Both are amplitude ratios (intensity / intensity SD),
+so ``snr_db = 20 log10(snr)``.
 
 Coordinates are (row, col) pixels, pixel (r, c) centred at (r, c).
 """
@@ -23,10 +31,11 @@ import numpy as np
 from numba import njit
 from scipy import ndimage as ndi
 
+from ..checks import check_int
 from .amount import check_mask
 from .skeleton import skeletonize
 
-__all__ = ["zone_b_snr", "ZoneBSNR", "ProfilePoint", "ZONES", "zone_b_mask", "split_segments"]
+__all__ = ["zone_b_snr", "ZoneBSNR", "ProfilePoint", "ZONES", "KINDS", "zone_b_mask", "split_segments"]
 
 # Zone B as (inner, outer) distance from the disc centre in DISC RADII.
 ZONES = {
@@ -35,6 +44,8 @@ ZONES = {
     # The paper's literal wording: "two to three optic-disc diameters away from the optic disc center".
     "diameters": (4.0, 6.0),
 }
+# The ratio measured at each point: the paper's literal signal / noise, or contrast / noise.
+KINDS = ("signal", "contrast")
 _CHANNELS = {"red": 0, "green": 1, "blue": 2}
 _STATUS = {
     0: "",
@@ -57,10 +68,13 @@ class ProfilePoint:
     width_px: float      # vessel extent along the perpendicular (digital estimate, +- one pixel step)
     signal: float        # mean intensity across the vessel
     noise: float         # SD (ddof=1) of the background samples beside the vessel
-    snr: float           # NaN when the point could not be measured (see `reason`)
+    snr: float           # the ratio of the result's `kind`; NaN when not measured (see `reason`)
     n_signal: int
     n_noise: int
     reason: str = ""
+    background: float = float("nan")    # mean of the background samples (those of `noise`)
+    snr_signal: float = float("nan")    # signal / noise (unbiased as the result's `snr`)
+    snr_contrast: float = float("nan")  # |background - signal| / noise (unbiased as the result's `snr`)
 
 
 @dataclass
@@ -70,13 +84,20 @@ class ZoneBSNR:
     Attributes
     ----------
     snr : float
-        Mean of the valid point SNRs (linear amplitude ratio); NaN when nothing could be measured.
+        Mean of the valid point ratios of `kind` (linear amplitude ratio); NaN when nothing could be
+        measured.
     snr_db : float
         20 log10(snr).
     points : list of ProfilePoint
-        Every point that was placed, measured or not (invalid ones have snr NaN and a reason).
+        Every point that was placed, measured or not (invalid ones have snr NaN and a reason), with its
+        signal, background mean and SD and both ratios.
     n_points : int
         Number of valid points (those averaged into `snr`).
+    kind : {'signal', 'contrast'}
+        Which ratio `snr` is (see `KINDS`).
+    snr_signal, snr_contrast : float
+        Mean over the same valid points of signal / noise and of |background - signal| / noise; `snr`
+        is the one of `kind`.
     n_segments : int
         Number of vessel segments found in zone B (after spur pruning and the length cut).
     zone_radii : (float, float)
@@ -92,6 +113,9 @@ class ZoneBSNR:
     n_segments: int = 0
     zone_radii: tuple = (float("nan"), float("nan"))
     reason: str = ""
+    kind: str = "signal"
+    snr_signal: float = float("nan")
+    snr_contrast: float = float("nan")
 
     def points_table(self):
         """Points as a dict of equal-length lists (``pandas.DataFrame(result.points_table())``)."""
@@ -100,7 +124,42 @@ class ZoneBSNR:
 
 
 def zone_b_mask(shape, disc_center, disc_radius, zone="radii"):
-    """Boolean (H, W) mask of zone B: inner <= distance to `disc_center` <= outer (see `ZONES`)."""
+    """Boolean (H, W) mask of zone B: inner <= distance to `disc_center` <= outer (see `ZONES`).
+
+    ``zone='radii'`` is the standard zone B, 0.5-1 disc diameter from the disc margin [1]_;
+    ``'diameters'`` is the literal wording of Kim et al. [2]_, 2-3 disc diameters from the centre.
+
+    Parameters
+    ----------
+    shape : (int, int)
+        (H, W) of the image, px.
+    disc_center : (float, float)
+        Optic-disc centre (row, col), px; may lie outside the image.
+    disc_radius : float
+        Optic-disc radius, px (> 0).
+    zone : {'radii', 'diameters'}, optional
+        Zone definition, a key of `ZONES`: (inner, outer) distances in disc radii, (2, 3) or (4, 6).
+
+    Returns
+    -------
+    (H, W) ndarray of bool
+        True where ``inner <= distance to disc_center <= outer``.
+
+    Raises
+    ------
+    ValueError
+        An unknown `zone`.
+
+    References
+    ----------
+    .. [1] M. D. Knudtson, K. E. Lee, L. D. Hubbard, T. Y. Wong, R. Klein and B. E. K. Klein,
+           "Revised formulas for summarizing retinal vessel diameters", Current Eye Research 27(3),
+           143-149, 2003. https://doi.org/10.1076/ceyr.27.3.143.16049
+    .. [2] M. Kim, Y. N. Kim, M. Jang, J. Hwang, H.-K. Kim, S. C. Yoon, Y. J. Kim and N. Kim,
+           "Synthesizing realistic high-resolution retina image by style-based generative
+           adversarial network and its utilization", Scientific Reports 12, 2022.
+           https://doi.org/10.1038/s41598-022-20698-3
+    """
     inner, outer = _zone_radii(disc_radius, zone)
     rr = np.arange(shape[0])[:, None] - float(disc_center[0])
     cc = np.arange(shape[1])[None, :] - float(disc_center[1])
@@ -364,7 +423,7 @@ def _profiles(img, mask, pts, halfwidth, gap, max_half):
     """Signal, noise and width along the perpendicular at each point (see module docstring)."""
     h, w = img.shape
     n = len(pts)
-    res = np.full((n, 5), np.nan)  # width, signal, noise, n_signal, n_noise
+    res = np.full((n, 6), np.nan)  # width, signal, noise, n_signal, n_noise, background mean
     status = np.zeros(n, np.int64)
     vals = np.empty(2 * halfwidth)
     for i in range(n):
@@ -453,6 +512,7 @@ def _profiles(img, mask, pts, halfwidth, gap, max_half):
         for q in range(m):
             mean += vals[q]
         mean /= m
+        res[i, 5] = mean
         var = 0.0
         for q in range(m):
             var += (vals[q] - mean) ** 2
@@ -481,14 +541,14 @@ def _select_channel(image, channel):
     raise ValueError(f"image must be (H, W) or (H, W, 3) RGB, got shape {a.shape}")
 
 
-def _nan_result(reason, zone_radii=(float("nan"), float("nan")), points=(), n_segments=0):
+def _nan_result(reason, kind, zone_radii=(float("nan"), float("nan")), points=(), n_segments=0):
     return ZoneBSNR(snr=float("nan"), snr_db=float("nan"), points=list(points), n_points=0,
-                    n_segments=n_segments, zone_radii=zone_radii, reason=reason)
+                    n_segments=n_segments, zone_radii=zone_radii, reason=reason, kind=kind)
 
 
 def zone_b_snr(image, vessel_mask, disc_center, disc_radius, *, points_per_vessel=5, halfwidth=5,
                zone="radii", channel="green", gap=1, fit_radius=4.0, min_segment_px=10.0,
-               max_half_width=40.0, unbiased=True, skeleton=None):
+               max_half_width=40.0, unbiased=True, skeleton=None, kind="signal"):
     """Mean vessel SNR in zone B from perpendicular profiles at evenly spaced points on each vessel.
 
     Parameters
@@ -507,8 +567,8 @@ def zone_b_snr(image, vessel_mask, disc_center, disc_radius, *, points_per_vesse
         Background pixels taken on EACH side of the vessel for the noise (the paper's +-5 px).
     zone : {'radii', 'diameters'}
         'radii' (default): standard zone B, 2-3 disc radii from the disc centre = 0.5-1 disc diameter
-        from the disc margin (Knudtson 2003). 'diameters': the paper's literal wording, 2-3 disc
-        diameters from the centre (= 4-6 radii).
+        from the disc margin (Knudtson 2003 [2]_). 'diameters': the paper's [1]_ literal wording, 2-3
+        disc diameters from the centre (= 4-6 radii).
     channel : {'green', 'red', 'blue'} or int
         Channel of an RGB image (green: the vessel-contrast channel).
     gap : int
@@ -526,6 +586,11 @@ def zone_b_snr(image, vessel_mask, disc_center, disc_radius, *, points_per_vesse
         A constant factor: p-values and Cohen's d of real-vs-synthetic comparisons do not change.
     skeleton : (H, W) bool array, optional
         ``skeletonize(vessel_mask)`` when already computed.
+    kind : {'signal', 'contrast'}
+        The ratio reported as ``.snr``: 'signal' (default), the paper's literal mean vessel intensity /
+        background SD; 'contrast', |background mean - vessel mean| / background SD (contrast-to-noise).
+        Both are always computed (``.snr_signal``, ``.snr_contrast``). With `unbiased`, both are divided
+        by the same E[sigma / s].
 
     Returns
     -------
@@ -542,7 +607,55 @@ def zone_b_snr(image, vessel_mask, disc_center, disc_radius, *, points_per_vesse
     Segments: skeleton pixels inside zone B are split at junctions (pixels with more than two skeleton
     neighbours; a Zhang-Suen staircase does not count as a junction) after pruning short spurs, so a
     vessel crossing zone B between two branch points is one segment, clipped at the zone boundary.
+
+    References
+    ----------
+    .. [1] M. Kim, Y. N. Kim, M. Jang, J. Hwang, H.-K. Kim, S. C. Yoon, Y. J. Kim and N. Kim,
+           "Synthesizing realistic high-resolution retina image by style-based generative
+           adversarial network and its utilization", Scientific Reports 12, 2022.
+           https://doi.org/10.1038/s41598-022-20698-3
+    .. [2] M. D. Knudtson, K. E. Lee, L. D. Hubbard, T. Y. Wong, R. Klein and B. E. K. Klein,
+           "Revised formulas for summarizing retinal vessel diameters", Current Eye Research 27(3),
+           143-149, 2003. https://doi.org/10.1076/ceyr.27.3.143.16049
     """
+    img, mask, (cr, cc), radius = _check_inputs(image, vessel_mask, disc_center, disc_radius, channel, kind)
+    points_per_vessel = check_int("points_per_vessel", points_per_vessel, 1)
+    halfwidth = check_int("halfwidth", halfwidth, 2)
+    gap = check_int("gap", gap, 0)
+    inner, outer = _zone_radii(radius, zone)
+    h, w = img.shape
+    if not (0 <= cr <= h - 1 and 0 <= cc <= w - 1):
+        return _nan_result("disc centre outside the image", kind, (inner, outer))
+    if not mask.any():
+        return _nan_result("empty vessel mask", kind, (inner, outer))
+    if skeleton is None:
+        skeleton = skeletonize(mask)
+    else:
+        skeleton = check_mask(skeleton, "skeleton", img.shape)
+
+    pts, reason = _zone_points(skeleton, (cr, cc), radius, zone, outer, points_per_vessel, float(fit_radius),
+                               float(min_segment_px))
+    if reason:
+        return _nan_result(reason, kind, (inner, outer))
+    n_segments = len(np.unique(pts[:, 0]))
+    points, ratios = _measure_points(img, mask, pts, halfwidth, gap, float(max_half_width), unbiased, kind)
+    if not ratios[kind]:
+        reasons = [p.reason for p in points]
+        common = max(set(reasons), key=reasons.count)
+        return _nan_result(f"no measurable point in zone B ({len(points)} placed; mostly: {common})", kind,
+                           (inner, outer), points, n_segments)
+    means = {k: float(np.mean(v)) for k, v in ratios.items()}
+    snr = means[kind]
+    snr_db = 20.0 * math.log10(snr) if snr > 0 else float("nan")
+    return ZoneBSNR(snr=snr, snr_db=snr_db, points=points, n_points=len(ratios[kind]), n_segments=n_segments,
+                    zone_radii=(inner, outer), reason="", kind=kind, snr_signal=means["signal"],
+                    snr_contrast=means["contrast"])
+
+
+def _check_inputs(image, vessel_mask, disc_center, disc_radius, channel, kind):
+    """(2-D image of the channel, bool mask, (row, col) of the disc centre, disc radius), checked."""
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {list(KINDS)}, got {kind!r}")
     img = _select_channel(image, channel)
     if not (np.issubdtype(img.dtype, np.integer) or np.issubdtype(img.dtype, np.floating)):
         raise TypeError(f"image must be numeric, got dtype {img.dtype}")
@@ -556,26 +669,21 @@ def zone_b_snr(image, vessel_mask, disc_center, disc_radius, *, points_per_vesse
         raise ValueError(f"disc_center must be finite, got {disc_center!r}")
     if not (math.isfinite(radius) and radius > 0):
         raise ValueError(f"disc_radius must be a positive number of px, got {disc_radius!r}")
-    if int(points_per_vessel) < 1 or int(halfwidth) < 2 or int(gap) < 0:
-        raise ValueError("points_per_vessel >= 1, halfwidth >= 2 and gap >= 0 are required")
-    inner, outer = _zone_radii(radius, zone)
-    h, w = img.shape
-    if not (0 <= cr <= h - 1 and 0 <= cc <= w - 1):
-        return _nan_result("disc centre outside the image", (inner, outer))
-    if not mask.any():
-        return _nan_result("empty vessel mask", (inner, outer))
+    return img, mask, (cr, cc), radius
 
+
+def _zone_points(skeleton, center, radius, zone, outer, points_per_vessel, fit_radius, min_segment_px):
+    """Measurement points on the zone-B skeleton segments, in image px: ((n, 5) array, '') or
+    (None, why there are none). Columns: segment, row, col, direction row, direction col."""
+    cr, cc = center
+    h, w = skeleton.shape
+    # work on the box around zone B only
     r0, r1 = max(0, int(math.floor(cr - outer))), min(h, int(math.ceil(cr + outer)) + 1)
     c0, c1 = max(0, int(math.floor(cc - outer))), min(w, int(math.ceil(cc + outer)) + 1)
-    if skeleton is None:
-        skeleton = skeletonize(mask)
-    else:
-        skeleton = check_mask(skeleton, "skeleton", img.shape)
     zone_crop = zone_b_mask((r1 - r0, c1 - c0), (cr - r0, cc - c0), radius, zone)
     zsk = skeleton[r0:r1, c0:c1] & zone_crop
     if not zsk.any():
-        return _nan_result("no vessel in zone B", (inner, outer))
-
+        return None, "no vessel in zone B"
     labels, n_lab = split_segments(zsk, spur_px=min_segment_px)
     rows, cols = np.nonzero(labels)
     order = np.argsort(labels[rows, cols], kind="stable")
@@ -583,37 +691,35 @@ def zone_b_snr(image, vessel_mask, disc_center, disc_radius, *, points_per_vesse
     starts = np.searchsorted(labels[rows, cols], np.arange(1, n_lab + 2)).astype(np.int64)
     dist = _geodesic(labels, rows, cols, starts)
     pts = _place_points(rows.astype(np.float64), cols.astype(np.float64), starts, dist,
-                        int(points_per_vessel), float(fit_radius), float(min_segment_px))
-    n_segments = len(np.unique(pts[:, 0])) if len(pts) else 0
+                        points_per_vessel, fit_radius, min_segment_px)
     if not len(pts):
-        return _nan_result("no vessel segment in zone B long enough to measure", (inner, outer))
+        return None, "no vessel segment in zone B long enough to measure"
     pts[:, 1] += r0
     pts[:, 2] += c0
+    return pts, ""
 
+
+def _measure_points(img, mask, pts, halfwidth, gap, max_half_width, unbiased, kind):
+    """Profile every point: (list of ProfilePoint, {kind: ratios of the measured points})."""
     res, status = _profiles(np.ascontiguousarray(img, dtype=np.float64), np.ascontiguousarray(mask),
-                            pts, int(halfwidth), int(gap), float(max_half_width))
+                            pts, halfwidth, gap, max_half_width)
     points = []
-    snrs = []
+    ratios = {k: [] for k in KINDS}
     for i in range(len(pts)):
-        width, signal, noise, n_sig, n_noise = res[i]
+        width, signal, noise, n_sig, n_noise, background = res[i]
         st = int(status[i])
-        snr = float("nan")
+        point = {k: float("nan") for k in KINDS}
         if st == 0:
-            snr = signal / noise
-            if unbiased:
-                snr /= _inverse_sd_bias(n_noise)
-            snrs.append(snr)
+            # the background mean and SD come from the same n samples: one bias factor serves both
+            scale = _inverse_sd_bias(n_noise) if unbiased else 1.0
+            point["signal"] = signal / noise / scale
+            point["contrast"] = abs(background - signal) / noise / scale
+            for k in KINDS:
+                ratios[k].append(point[k])
         points.append(ProfilePoint(
             segment=int(pts[i, 0]), row=float(pts[i, 1]), col=float(pts[i, 2]), dir_row=float(pts[i, 3]),
             dir_col=float(pts[i, 4]), width_px=float(width), signal=float(signal), noise=float(noise),
-            snr=snr, n_signal=0 if np.isnan(n_sig) else int(n_sig),
-            n_noise=0 if np.isnan(n_noise) else int(n_noise), reason=_STATUS[st]))
-    if not snrs:
-        reasons = [p.reason for p in points]
-        common = max(set(reasons), key=reasons.count)
-        return _nan_result(f"no measurable point in zone B ({len(points)} placed; mostly: {common})",
-                           (inner, outer), points, n_segments)
-    snr = float(np.mean(snrs))
-    snr_db = 20.0 * math.log10(snr) if snr > 0 else float("nan")
-    return ZoneBSNR(snr=snr, snr_db=snr_db, points=points, n_points=len(snrs), n_segments=n_segments,
-                    zone_radii=(inner, outer), reason="")
+            snr=point[kind], n_signal=0 if np.isnan(n_sig) else int(n_sig),
+            n_noise=0 if np.isnan(n_noise) else int(n_noise), reason=_STATUS[st],
+            background=float(background), snr_signal=point["signal"], snr_contrast=point["contrast"]))
+    return points, ratios

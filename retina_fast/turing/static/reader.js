@@ -70,15 +70,27 @@
   async function answer(value) {
     if (busy || shownAt === null || current === null) return;
     busy = true; enable(false);
-    const r = await call("/answer", {image_id: current, answer: value,
+    const sent = current;
+    const r = await call("/answer", {image_id: sent, answer: value,
                                      client_ms: Math.max(0, performance.now() - shownAt)});
-    if (!r.ok && r.status !== 409) {
+    if (r.status === 0) {
+      // The reply was lost, not necessarily the answer (the server may have stored it and then
+      // gone down): if the server has moved past this image, the answer is saved.
+      const s = await call("/state");
+      if (s.ok && s.data.image_id !== sent) { busy = false; await refresh(); return; }
       busy = false; enable(true);
-      error(r.status === 0 ? "Network problem: the answer was not saved, please try again."
-                           : "Could not save the answer, please try again.");
+      error(s.ok ? "The answer was not saved, please try again."
+                 : "Network problem: the answer may not have been saved, please try again.");
       return;
     }
-    // 409: already answered (e.g. in another tab) - the server's state decides what comes next
+    if (!r.ok && r.status !== 409) {
+      busy = false; enable(true);
+      error("Could not save the answer, please try again.");
+      return;
+    }
+    // 409 naming this image: an earlier try of this answer (or another tab) was saved, and the
+    // first answer stands. Any other 409 (e.g. a stale tab): the server's state decides what
+    // comes next either way.
     busy = false;
     await refresh();
   }
