@@ -579,9 +579,11 @@ def write_fid_curve(history, csv_path, png_path, extractor_label, metric_history
     fractions = [c for c in extra if c != "kid" and c not in realism]
     panels += [fractions] if fractions else []
     panels += [realism] if realism else []
-    fig, axes = plt.subplots(1, 1 + len(panels), figsize=(6 + 5 * len(panels), 4), dpi=100, squeeze=False)
-    ax = axes[0, 0]
-    for pax, cols in zip(axes[0, 1:], panels):
+    # A run that audits realism without FIDs (fid_every=0) gets no empty FID panel.
+    show_fid = bool(history) or not panels
+    fig, axes = plt.subplots(1, int(show_fid) + len(panels), figsize=(6 * show_fid + 5 * len(panels), 4), dpi=100,
+                             squeeze=False)
+    for pax, cols in zip(axes[0, int(show_fid):], panels):
         for c in cols:
             pts = sorted((n / 1000, v[c]) for n, v in by_nimg.items() if c in v)
             if pts:  # a realism d may have no measurable point yet
@@ -590,15 +592,17 @@ def write_fid_curve(history, csv_path, png_path, extractor_label, metric_history
         pax.set_ylabel("KID vs training set" if cols == ["kid"] else
                        "realism: share passing, Cohen's d" if cols == realism else "vs training set")
         pax.legend()
-    if history:
-        k, f = zip(*history)
-        ax.plot(k, f, "o-")
-        best = int(np.argmin(f))
-        ax.plot([k[best]], [f[best]], "r*", ms=12, label=f"best {f[best]:.2f} at {k[best]:.3f} kimg")
-        ax.legend()
-    ax.set_xlabel("kimg")
-    ax.set_ylabel("FID vs training set")
-    ax.set_title(f"FID curve ({extractor_label})", fontsize=8)
+    if show_fid:
+        ax = axes[0, 0]
+        if history:
+            k, f = zip(*history)
+            ax.plot(k, f, "o-")
+            best = int(np.argmin(f))
+            ax.plot([k[best]], [f[best]], "r*", ms=12, label=f"best {f[best]:.2f} at {k[best]:.3f} kimg")
+            ax.legend()
+        ax.set_xlabel("kimg")
+        ax.set_ylabel("FID vs training set")
+        ax.set_title(f"FID curve ({extractor_label})", fontsize=8)
     fig.tight_layout()
     save_figure(fig, png_path, dpi=100)
     return csv_path, png_path
