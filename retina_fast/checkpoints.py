@@ -39,7 +39,24 @@ def _first_line(exc):
     return f"{type(exc).__name__}: {'. '.join(kept)[:200]}" if kept else type(exc).__name__
 
 
-def _check_file(path, what):
+def check_local_file(path, what):
+    """`path` as a string, checked to name an existing local file (weights are never downloaded).
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+    what : str
+        What the file is, first words of the error message (e.g. ``"network pickle"``).
+
+    Raises
+    ------
+    TypeError
+        `path` is not a path.
+    ValueError
+        A URL, or a folder.
+    FileNotFoundError
+        Nothing at `path`.
+    """
     if not isinstance(path, (str, os.PathLike)):
         raise TypeError(f"{what} must be a local file path, got {type(path).__name__}")
     path = os.fspath(path)
@@ -78,7 +95,7 @@ def load_torch_file(path, what="checkpoint", map_location="cpu"):
         plain data (refused unopened: unpickling them could run code), or it is truncated, empty or
         not a ``torch.save`` file.
     """
-    path = _check_file(path, what)
+    path = check_local_file(path, what)
     try:
         with warnings.catch_warnings():
             # e.g. "Detected pickle protocol 4": a multi-line aside about a file we refuse or read anyway.
@@ -111,7 +128,7 @@ def load_torch_file(path, what="checkpoint", map_location="cpu"):
 def load_torchscript_file(path, what="TorchScript file", map_location="cpu"):
     """Load a TorchScript archive (``torch.jit.load``): its code is TorchScript, run by torch's
     interpreter, not Python. Errors as `load_torch_file`: one line naming the file."""
-    path = _check_file(path, what)
+    path = check_local_file(path, what)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")

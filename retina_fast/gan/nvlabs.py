@@ -43,6 +43,8 @@ import warnings
 import numpy as np
 import torch
 
+from retina_fast.checkpoints import check_local_file
+
 from . import snapshot as snap
 from .architecture import PRESETS, Discriminator, Generator, check_network_kwargs
 
@@ -272,15 +274,7 @@ def read_network_pickle(path):
         One line naming the file: a refused global (named), a legacy TensorFlow pickle, a
         truncated or corrupt file, or not a pickle.
     """
-    if not isinstance(path, (str, os.PathLike)):
-        raise TypeError(f"network pickle must be a local file path, got {type(path).__name__}")
-    path = os.fspath(path)
-    if "://" in path:
-        raise ValueError(f"network pickle must be a local file, not a URL: {path!r} (nothing is downloaded)")
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"network pickle not found: {path!r}")
-    if not os.path.isfile(path):
-        raise ValueError(f"network pickle {path!r} is not a file")
+    path = check_local_file(path, "network pickle")
     with open(path, "rb") as f:
         head = f.read(2)
         f.seek(0)

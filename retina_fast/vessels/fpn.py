@@ -42,7 +42,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from retina_fast.checkpoints import build_on_meta, check_state_dict, load_torch_file
+from retina_fast.checkpoints import build_on_meta, check_local_file, check_state_dict, load_torch_file
 from retina_fast.device import resolve_device
 from retina_fast.fileio import atomic_write
 
@@ -414,15 +414,7 @@ def load_model(checkpoint, device="cpu"):
     """
     if isinstance(checkpoint, SegModel):
         return checkpoint
-    if not isinstance(checkpoint, (str, os.PathLike)):
-        raise TypeError(f"checkpoint must be a local file path, got {type(checkpoint).__name__}")
-    s = os.fspath(checkpoint)
-    if "://" in s:
-        raise ValueError(f"checkpoint must be a local file path, not a URL: {s} (weights are never "
-                         "downloaded)")
-    path = Path(s)
-    if not path.is_file():
-        raise FileNotFoundError(f"FPN checkpoint not found: {path}")
+    path = Path(check_local_file(checkpoint, "FPN checkpoint"))
     ck = load_torch_file(path, what="FPN checkpoint")
     if not isinstance(ck, dict) or ck.get("format") != CHECKPOINT_FORMAT:
         raise ValueError(f"{path} is not a retina_fast FPN checkpoint (format {CHECKPOINT_FORMAT!r})")
